@@ -1,0 +1,125 @@
+"""Train and validation-rollout throughput: the fast path (cvae/model.py) vs the lab's step-by-step
+loop (cvae/reference.py), measured interleaved in one process so the ratio is honest on a noisy
+machine.
+
+    python benchmarks/throughput.py [--dims F,L,N,D ...] [--data PATH] [--steps N] [--threads N]
+
+Prints one JSON line per measurement, then one line per case and dims with "impl": "ratio".
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cvae.config import DataConfig, ModelConfig
+from cvae.data import Dataset, load_dataset, sequence_batch, to_tensor
+from cvae.metrics import kl_per_frame
+from cvae.model import CVAE
+from cvae.reference import forward_reference, rollout_reference
+
+LAB, SMALL = (128, 32, 12, 192), (32, 8, 4, 48)
+
+
+def train_step(model: CVAE, opt: torch.optim.Optimizer, img, label, tf: bool, eps, reference: bool) -> None:
+    out = forward_reference(model, img, label, tf, eps) if reference else model(img, label, tf, eps)
+    loss = (out.pred - img[:, 1:]).pow(2).mean() + 0.5 * kl_per_frame(out.mu, out.logvar).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
+def bench_train(dims, data: Dataset, steps: int, batch: int, video_len: int, tf_mode: str) -> dict[str, float]:
+    torch.manual_seed(0)
+    fast = CVAE(ModelConfig(*dims))
+    ref = copy.deepcopy(fast)
+    opts = {"fast": torch.optim.Adam(fast.parameters(), 1e-3), "reference": torch.optim.Adam(ref.parameters(), 1e-3)}
+    seconds = {"fast": 0.0, "reference": 0.0}
+    rng = np.random.default_rng(0)
+    n_seq = data.num_sequences(video_len)
+    for step in range(steps + 1):  # step 0 warms both up, untimed
+        img, label = sequence_batch(data.train, rng.choice(n_seq, size=batch, replace=False), video_len)
+        tf = {"on": True, "off": False}.get(tf_mode, step % 2 == 0)
+        eps = fast.noise(batch, video_len - 1, img)
+        order = [("fast", fast), ("reference", ref)] if step % 2 else [("reference", ref), ("fast", fast)]
+        for name, model in order:
+            start = time.perf_counter()
+            train_step(model, opts[name], img, label, tf, eps, reference=name == "reference")
+            if step:
+                seconds[name] += time.perf_counter() - start
+    return seconds
+
+
+def bench_rollout(dims, data: Dataset, frames: int, repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(*dims)).eval()
+    img = to_tensor(data.val.img[:frames])[None]
+    label = to_tensor(data.val.label[:frames])[None]
+    z = model.noise(1, frames - 1, img)
+    seconds = {"fast": 0.0, "reference": 0.0}
+    short = label[:, :3]
+    for rep in range(repeats):
+        for name in (("fast", "reference") if rep % 2 == 0 else ("reference", "fast")):
+            if rep == 0:  # warm-up
+                with torch.inference_mode():
+                    model.rollout(img[:, 0], short, z[:2])
+                rollout_reference(model, img[:, 0], short, z[:2])
+            start = time.perf_counter()
+            if name == "fast":
+                with torch.inference_mode():
+                    model.rollout(img[:, 0], label, z)
+            else:
+                rollout_reference(model, img[:, 0], label, z)
+            seconds[name] += time.perf_counter() - start
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dims", action="append", help="F,L,N,D (repeatable; default: lab 128,32,12,192 and small 32,8,4,48)")
+    p.add_argument("--data", help="a lab-layout dataset (default: the synthetic one)")
+    p.add_argument("--steps", type=int, default=6, help="timed training steps per implementation")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all available CPUs)")
+    p.add_argument("--batch", type=int, default=2, help="sequences per training step (lab: 2)")
+    p.add_argument("--video-len", type=int, default=16, help="frames per training sequence (lab: 16)")
+    p.add_argument("--rollout-frames", type=int, default=48, help="validation frames rolled out per repeat")
+    p.add_argument("--repeats", type=int, default=2, help="rollout repeats per implementation")
+    p.add_argument("--tf", choices=["mix", "on", "off"], default="mix", help="teacher forcing in the train case (mix alternates)")
+    args = p.parse_args(argv)
+
+    threads = args.threads or len(__import__("os").sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    dims_list = [tuple(int(x) for x in d.split(",")) for d in args.dims] if args.dims else [LAB, SMALL]
+    cfg = DataConfig(root=str(Path(args.data).resolve()) if args.data else None, video_len=args.video_len,
+                     val_video_len=max(args.rollout_frames, 2))
+    data = load_dataset(cfg)
+
+    def emit(**row: object) -> None:
+        print(json.dumps(row), flush=True)
+
+    for dims in dims_list:
+        results = {}
+        secs = bench_train(dims, data, args.steps, args.batch, args.video_len, args.tf)
+        frames = args.steps * args.batch * (args.video_len - 1)
+        for impl, s in secs.items():
+            results[("train", impl)] = frames / s
+            emit(case="train", impl=impl, dims=list(dims), batch=args.batch, frames=frames, seconds=round(s, 4),
+                 frames_per_s=round(frames / s, 3), threads=threads, teacher_forcing=args.tf)
+        secs = bench_rollout(dims, data, args.rollout_frames, args.repeats)
+        frames = args.repeats * (args.rollout_frames - 1)
+        for impl, s in secs.items():
+            results[("rollout", impl)] = frames / s
+            emit(case="rollout", impl=impl, dims=list(dims), batch=1, frames=frames, seconds=round(s, 4),
+                 frames_per_s=round(frames / s, 3), threads=threads)
+        for case in ("train", "rollout"):
+            emit(case=case, impl="ratio", dims=list(dims), ratio=round(results[(case, "fast")] / results[(case, "reference")], 3))
+
+
+if __name__ == "__main__":
+    main()

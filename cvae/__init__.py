@@ -1,0 +1,1 @@
+"""The lab's pose-conditioned CVAE video predictor: model, data and a single training run."""

@@ -1,0 +1,289 @@
+"""Frozen configuration of one training run: model, data and training, each checked when built.
+
+A single run is a TOML file with up to three tables, `[model]`, `[data]` and `[train]`, whose keys
+are the fields below. `load_config` rejects unknown tables and keys (with a "did you mean" hint),
+wrong types and out-of-range values, naming the file, the key and the reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KLType = Literal["Monotonic", "Cyclical", "None"]
+KL_TYPES: tuple[str, ...] = ("Monotonic", "Cyclical", "None")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: names the file (if any), the dotted key and the reason."""
+
+    def __init__(self, key: str, reason: str, source: str | Path | None = None) -> None:
+        self.key = key
+        self.reason = reason
+        self.source = str(source) if source is not None else None
+        where = f"{self.source}: " if self.source else ""
+        super().__init__(f"{where}{key}: {reason}")
+
+
+def _check(ok: bool, key: str, reason: str) -> None:
+    if not ok:
+        raise ConfigError(key, reason)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Dims of the lab's five modules (lab defaults F, L, N, D = 128, 32, 12, 192)."""
+
+    F_dim: int = 128  # RGB_Encoder output channels (frame feature); divisible by 8
+    L_dim: int = 32  # Label_Encoder output channels (pose feature); even
+    N_dim: int = 12  # latent channels of z per pixel; divisible by 4
+    D_out_dim: int = 192  # Decoder_Fusion output channels; divisible by 8
+    # The lab template passes `True` as LeakyReLU's slope in the Label_Encoder and the
+    # Gaussian_Predictor, which makes it the identity. True keeps that; False uses LeakyReLU(0.01).
+    act_identity: bool = True
+    # Squash the Generator's output into [0, 1] with a sigmoid (the common lab solution); False
+    # leaves it raw as the template's Generator returns it.
+    output_sigmoid: bool = True
+    # Run the Label_Encoder over all B*T pose frames in one call. Exact for the conv layers, but its
+    # BatchNorm then normalises over B*T frames instead of B per step: it changes the numbers,
+    # so it is off by default (the lab's per-frame statistics).
+    batch_label_encoder: bool = False
+    # Time steps per batched call in the fast training path (B * time_chunk frames per call). An
+    # execution knob only: results are the same for any value. On a CPU, a few steps per call beat
+    # both one step (per-call overhead) and the whole sequence (activations fall out of cache).
+    time_chunk: int = 4
+
+    def __post_init__(self) -> None:
+        _check(self.F_dim >= 8 and self.F_dim % 8 == 0, "F_dim", f"must be a positive multiple of 8, got {self.F_dim}")
+        _check(self.L_dim >= 2 and self.L_dim % 2 == 0, "L_dim", f"must be a positive even number, got {self.L_dim}")
+        _check(self.N_dim >= 4 and self.N_dim % 4 == 0, "N_dim", f"must be a positive multiple of 4, got {self.N_dim}")
+        _check(self.D_out_dim >= 8 and self.D_out_dim % 8 == 0, "D_out_dim", f"must be a positive multiple of 8, got {self.D_out_dim}")
+        _check(self.time_chunk >= 1, "time_chunk", f"must be >= 1, got {self.time_chunk}")
+        _check((self.F_dim + self.L_dim + self.N_dim) % 4 == 0, "F_dim",
+               f"F_dim + L_dim + N_dim must be a multiple of 4 (Decoder_Fusion halves and quarters it), got {self.F_dim + self.L_dim + self.N_dim}")
+
+    @property
+    def dims(self) -> tuple[int, int, int, int]:
+        return (self.F_dim, self.L_dim, self.N_dim, self.D_out_dim)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the frames come from and how they are cut into sequences."""
+
+    root: str | None = None  # a lab-layout dataset directory; None = the embedded synthetic dancer
+    frame_H: int = 32  # frame height in pixels after resizing
+    frame_W: int = 64  # frame width in pixels after resizing
+    video_len: int = 16  # frames per training sequence (the lab's train_vi_len)
+    val_video_len: int = 630  # frames of the validation rollout (the lab's val_vi_len)
+    # Synthetic dataset only (ignored when `root` is set):
+    synthetic_seed: int = 0  # seed of the generated dancers; same seed, same bytes
+    synthetic_train_videos: int = 8  # number of training videos generated
+    synthetic_train_frames: int = 128  # frames per training video (rounded down to a multiple of video_len)
+    cache_dir: str | None = None  # where generated datasets are cached; None = $CVAE_CACHE or ~/.cache/cvae-study
+
+    def __post_init__(self) -> None:
+        _check(self.frame_H >= 8, "frame_H", f"must be >= 8, got {self.frame_H}")
+        _check(self.frame_W >= 8, "frame_W", f"must be >= 8, got {self.frame_W}")
+        _check(self.video_len >= 2, "video_len", f"must be >= 2 (one frame given, one predicted), got {self.video_len}")
+        _check(self.val_video_len >= 2, "val_video_len", f"must be >= 2, got {self.val_video_len}")
+        _check(self.synthetic_train_videos >= 1, "synthetic_train_videos", f"must be >= 1, got {self.synthetic_train_videos}")
+        _check(self.synthetic_train_frames >= self.video_len, "synthetic_train_frames",
+               f"must be >= video_len ({self.video_len}), got {self.synthetic_train_frames}")
+
+    @property
+    def synthetic(self) -> bool:
+        return self.root is None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The lab's training knobs (defaults are the lab's) plus run bookkeeping."""
+
+    epochs: int = 10  # training epochs
+    batch_size: int = 2  # sequences per optimisation step
+    lr: float = 1e-3  # Adam learning rate
+    milestones: tuple[int, ...] = (2, 5)  # MultiStepLR epochs at which lr is multiplied by gamma
+    gamma: float = 0.1  # MultiStepLR factor
+    grad_clip: float = 1.0  # max gradient norm before each Adam step
+    tfr: float = 1.0  # initial teacher-forcing ratio, probability in [0, 1]
+    tfr_sde: int = 10  # epoch from which tfr decays
+    tfr_d_step: float = 0.1  # tfr decrease per epoch from tfr_sde on (floored at 0)
+    tf_per: Literal["epoch", "batch"] = "epoch"  # teacher forcing drawn once per epoch (lab) or per batch
+    kl_anneal_type: KLType = "Cyclical"  # "Monotonic" | "Cyclical" | "None" (beta = 1)
+    kl_anneal_cycle: int = 10  # KL annealing period P in epochs
+    kl_anneal_ratio: float = 1.0  # fraction r of a period spent ramping beta from 0 to 1
+    fast_partial: float = 0.4  # fraction of training sequences used during fast-train epochs
+    fast_train_epoch: int = 0  # fast-train for the first this-many epochs (0 = off)
+    val_every: int = 1  # validate every this-many epochs (and always at the last epoch)
+    seed: int = 0  # seeds torch, numpy and Python's random
+    threads: int | None = None  # torch intra-op threads; None = the CPUs this process may use
+    max_steps_per_epoch: int | None = None  # cap on optimisation steps per epoch (smoke runs)
+    keep_checkpoints: int = 2  # epoch checkpoints kept on disk by a plain run (Ray keeps its own)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(all(m >= 0 for m in self.milestones), "milestones", f"must be epochs >= 0, got {list(self.milestones)}")
+        _check(list(self.milestones) == sorted(self.milestones), "milestones", f"must be increasing, got {list(self.milestones)}")
+        _check(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
+        _check(self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip}")
+        _check(0.0 <= self.tfr <= 1.0, "tfr", f"must be in [0, 1], got {self.tfr}")
+        _check(self.tfr_sde >= 0, "tfr_sde", f"must be >= 0, got {self.tfr_sde}")
+        _check(self.tfr_d_step >= 0, "tfr_d_step", f"must be >= 0, got {self.tfr_d_step}")
+        _check(self.tf_per in ("epoch", "batch"), "tf_per", f"must be 'epoch' or 'batch', got {self.tf_per!r}")
+        _check(self.kl_anneal_type in KL_TYPES, "kl_anneal_type",
+               f"must be one of {', '.join(KL_TYPES)}, got {self.kl_anneal_type!r}")
+        _check(self.kl_anneal_cycle >= 1, "kl_anneal_cycle", f"must be >= 1, got {self.kl_anneal_cycle}")
+        _check(0.0 < self.kl_anneal_ratio <= 1.0, "kl_anneal_ratio", f"must be in (0, 1], got {self.kl_anneal_ratio}")
+        _check(0.0 < self.fast_partial <= 1.0, "fast_partial", f"must be in (0, 1], got {self.fast_partial}")
+        _check(self.fast_train_epoch >= 0, "fast_train_epoch", f"must be >= 0, got {self.fast_train_epoch}")
+        _check(self.val_every >= 1, "val_every", f"must be >= 1, got {self.val_every}")
+        _check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+        _check(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1, "max_steps_per_epoch",
+               f"must be >= 1, got {self.max_steps_per_epoch}")
+        _check(self.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one training run needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain TOML/JSON-able dict ({table: {key: value}}); None values are left out."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in SECTIONS:
+            table = {}
+            for k, v in dataclasses.asdict(getattr(self, name)).items():
+                if v is None:
+                    continue
+                table[k] = list(v) if isinstance(v, tuple) else v
+            out[name] = table
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str | Path | None = None) -> "Config":
+        """Build from {table: {key: value}}, rejecting unknown tables/keys and bad values."""
+        unknown = [k for k in d if k not in SECTIONS]
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown table{_hint(unknown[0], SECTIONS)}; expected one of {', '.join(SECTIONS)}", source)
+        parts = {}
+        for name, klass in SECTIONS.items():
+            table = d.get(name, {})
+            if not isinstance(table, Mapping):
+                raise ConfigError(name, f"must be a table, got {type(table).__name__}", source)
+            try:
+                parts[name] = build_section(klass, table)
+            except ConfigError as e:
+                raise ConfigError(f"{name}.{e.key}", e.reason, source) from None
+        return cls(**parts)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Config":
+        """A copy with some fields changed: `cfg.replace(train={"epochs": 3})`."""
+        d = self.to_dict()
+        for name, changes in sections.items():
+            d.setdefault(name, {}).update(changes)
+        return Config.from_dict(d)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _hint(key: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def field_types(klass: type) -> dict[str, Any]:
+    """Resolved type hints of a config dataclass's fields."""
+    return typing.get_type_hints(klass)
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against a field's type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(key, value, arg)
+            except ConfigError as e:
+                errors.append(e.reason)
+        raise ConfigError(key, errors[0] if len(errors) == 1 else f"wrong type {type(value).__name__} for {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"must be a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(coerce(key, v, item) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {type(value).__name__} {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(key, f"must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def build_section(klass: type, table: Mapping[str, Any]) -> Any:
+    """One config dataclass from a dict: unknown keys, wrong types and bad values raise ConfigError."""
+    hints = field_types(klass)
+    names = [f.name for f in dataclasses.fields(klass)]
+    kwargs = {}
+    for key, value in table.items():
+        if key not in hints:
+            raise ConfigError(key, f"unknown key{_hint(key, names)}")
+        kwargs[key] = coerce(key, value, hints[key])
+    return klass(**kwargs)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a single-run TOML file into a Config (ConfigError names the file, key and reason)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError("-", f"cannot read file: {e.strerror or e}", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("-", "not a UTF-8 text file", path) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("-", f"not valid TOML: {e}", path) from None
+    return Config.from_dict(raw, source=path)
