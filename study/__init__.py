@@ -1,0 +1,1 @@
+"""Hyperparameter studies of the cvae model: a TOML study file -> Ray Tune + Optuna -> results/."""

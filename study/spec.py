@@ -1,0 +1,674 @@
+"""A study is a TOML file: parse and validate it into a frozen StudySpec.
+
+Tables: `[study]` (name, metric, seeds, ...), `[search]` (sampler, scheduler, retries), the fixed
+`[data]`, `[model]` and `[train]` values of the cvae config, and `[space]`, one sub-table per searched
+parameter. Everything is checked before Ray starts; each problem raises a StudyError whose text is
+one line, `<file>: <dotted key>: <reason>`. The file is only ever parsed as TOML: it cannot run code.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import re
+import sys
+import types
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping, Sequence, Union, get_args, get_origin
+
+from cvae.config import SECTIONS, Config, ConfigError, build_section, field_types
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+TABLES: tuple[str, ...] = ("study", "search", "data", "model", "train", "space")
+STUDY_KEYS: tuple[str, ...] = ("name", "description", "metric", "mode", "num_samples", "seed", "seeds",
+                               "max_concurrent", "cpus_per_trial")
+SEARCH_KEYS: tuple[str, ...] = ("sampler", "scheduler", "grace_period", "reduction_factor", "max_failures")
+PARAM_KEYS: tuple[str, ...] = ("low", "high", "log", "step", "type", "choices", "value", "when")
+SAMPLERS: tuple[str, ...] = ("tpe", "grid", "random")
+SCHEDULERS: tuple[str, ...] = ("none", "asha")
+# The per-epoch metrics cvae.train.run reports (DESIGN.md, contract 1): a typo in `metric` would
+# otherwise only surface when the first trial reports, after Ray has started.
+METRICS: tuple[str, ...] = ("val/psnr", "val/ssim", "val/psnr_hold", "train/loss", "train/mse", "train/kl",
+                            "beta", "tfr", "epoch", "time/epoch_s", "train/frames_per_s")
+MAX_GRID = 10_000  # grids larger than this are certainly a mistake on a laptop
+_MAX_COMBOS = 4_096  # beyond this, [space] combinations are checked one parameter at a time
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_LAB_DIRS: tuple[str, ...] = ("train/train_img", "train/train_label", "val/val_img", "val/val_label")
+# cvae fields that cannot be searched, and why
+_UNSEARCHABLE: dict[str, str] = {
+    "root": "a dataset path cannot be searched; fix it in [data]",
+    "cache_dir": "a cache path cannot be searched; fix it in [data]",
+    "seed": "list seeds in [study] seeds = [...] to run every configuration once per seed",
+}
+# field name -> the cvae config section it belongs to (names are unique across sections)
+FIELD_SECTION: dict[str, str] = {name: section for section, klass in SECTIONS.items()
+                                 for name in field_types(klass)}
+_MISSING: Any = object()
+
+
+class StudyError(ConfigError):
+    """A bad study file: `str(e)` is one line, `<file>: <dotted key>: <reason>`.
+
+    A ConfigError (hence a ValueError), so callers that catch config errors catch these too.
+    """
+
+    def __init__(self, path: str | Path, key: str, reason: str) -> None:
+        super().__init__(key, " ".join(str(reason).split()), source=path)
+        self.path = str(path)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One `[space.<name>]` entry: a float/int range, a categorical or a fixed value, maybe conditional."""
+
+    name: str  # the cvae config field
+    kind: Literal["float", "int", "categorical", "fixed"]
+    low: float | int | None = None  # range bounds, both inclusive
+    high: float | int | None = None
+    log: bool = False  # sample the range on a log scale
+    step: float | int | None = None  # range discretisation (None: continuous float / step 1 int)
+    choices: tuple[Any, ...] = ()  # categorical values
+    value: Any = None  # fixed value
+    when: dict[str, tuple[Any, ...]] | None = None  # other [space] param -> values for which this one is active
+    section: Literal["train", "model", "data"] = "train"  # the config table the field lives in
+
+    def active(self, values: Mapping[str, Any]) -> bool:
+        """Whether every `when` condition holds, given the values decided so far (inactive params absent)."""
+        if not self.when:
+            return True
+        return all(dep in values and any(_same(values[dep], a) for a in allowed)
+                   for dep, allowed in self.when.items())
+
+    def grid_values(self) -> tuple[Any, ...] | None:
+        """The finite values this parameter can take, or None for a continuous float range."""
+        if self.kind == "fixed":
+            return (self.value,)
+        if self.kind == "categorical":
+            return self.choices
+        if self.kind == "int":
+            return tuple(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            return None
+        lo, hi, st = Decimal(str(self.low)), Decimal(str(self.high)), Decimal(str(self.step))
+        n = int((hi - lo) / st)
+        return tuple(float(lo + i * st) for i in range(n + 1))
+
+    def can_take(self, v: Any) -> bool:
+        """Whether `v` is one of the values this parameter can take (used to check `when` values)."""
+        if self.kind == "fixed":
+            return _same(self.value, v)
+        if self.kind == "categorical":
+            return any(_same(c, v) for c in self.choices)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        if not self.low <= v <= self.high:
+            return False
+        if self.kind == "int":
+            return float(v).is_integer() and (int(v) - int(self.low)) % int(self.step or 1) == 0
+        return self.step is None or _on_step(self.low, v, self.step)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study file. `space` is in dependency order (a param comes after those its `when` names)."""
+
+    path: Path  # the study file, absolute
+    name: str  # results/<name>/ and the Optuna study name
+    metric: str  # the reported metric to optimise, e.g. "val/psnr"
+    mode: Literal["max", "min"]
+    num_samples: int  # sampled configurations (grid sampler: repeats of the whole grid)
+    seed: int  # seed of the Optuna sampler
+    seeds: tuple[int, ...]  # train.seed values: every configuration runs once per seed
+    max_concurrent: int  # trials running at once
+    cpus_per_trial: float  # Ray CPUs reserved per trial
+    sampler: Literal["tpe", "grid", "random"]
+    scheduler: Literal["none", "asha"]
+    grace_period: int  # ASHA: epochs before a trial may be stopped
+    reduction_factor: float  # ASHA: keep 1/reduction_factor of the trials at each rung
+    max_failures: int  # retries of a crashed trial from its last checkpoint
+    fixed: dict[str, dict[str, Any]]  # section -> key -> value, with data.root/cache_dir made absolute
+    space: tuple[Param, ...]
+    description: str | None  # free text shown in the report
+    raw_text: str  # the file's text, to copy beside the results
+
+    def base_config(self) -> Config:
+        """The config of the fixed values alone (first seed; [space] parameters at their fallback)."""
+        return self.config_for({})
+
+    def config_for(self, sampled: Mapping[str, Any]) -> Config:
+        """Fixed values + one sampled configuration (+ `seed`, the train seed, if present).
+
+        Raises ConfigError for a name that is not a [space] parameter or a combination that does not build.
+        """
+        tables = {section: dict(table) for section, table in self.fixed.items()}
+        params = {p.name: p for p in self.space}
+        seed = self.seeds[0]
+        for key, value in sampled.items():
+            if key == "seed":
+                seed = value
+                continue
+            p = params.get(key)
+            if p is None:
+                raise ConfigError(key, f"not a [space] parameter of study {self.name!r}{_hint(key, params)}")
+            tables.setdefault(p.section, {})[key] = value
+        tables.setdefault("train", {})["seed"] = seed
+        return Config.from_dict(tables)
+
+    def grid_points(self) -> list[dict[str, Any]] | None:
+        """Every distinct configuration of a finite space (only active params, fixed ones included).
+
+        None when a range is continuous or there are more than MAX_GRID points. A conditional
+        parameter multiplies only the branch where its condition holds, so no point repeats.
+        """
+        values = {p.name: p.grid_values() for p in self.space}
+        if any(v is None for v in values.values()):
+            return None
+        if math.prod(len(v) for v in values.values()) > MAX_GRID and _count_points(self.space, values) > MAX_GRID:
+            return None
+        return _enumerate_points(self.space, values)
+
+    def grid_size(self) -> int | None:
+        """The number of distinct configurations of a finite space, else None (see grid_points)."""
+        points = self.grid_points()
+        return None if points is None else len(points)
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs any trial trains (ASHA's max_t): the largest searched value, else the fixed one."""
+        for p in self.space:
+            if p.name == "epochs":
+                return int(max(p.grid_values() or (p.high,)))
+        return self.base_config().train.epochs
+
+    @property
+    def num_configs(self) -> int:
+        """Configurations the searcher hands out: num_samples, times the grid size for the grid sampler."""
+        if self.sampler == "grid":
+            return self.num_samples * (self.grid_size() or 0)
+        return self.num_samples
+
+    @property
+    def num_trials(self) -> int:
+        """Ray Tune trials = configurations x seeds: pass this as TuneConfig(num_samples=...)."""
+        return self.num_configs * len(self.seeds)
+
+    def param(self, name: str) -> Param:
+        """The [space] parameter called `name` (KeyError if there is none)."""
+        for p in self.space:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study TOML file; any problem raises StudyError naming the file and key."""
+    return _Parser(Path(path)).parse()
+
+
+def main_error(e: StudyError) -> int:
+    """For entry points: print `error: <file>: <key>: <reason>` to stderr and return exit code 2."""
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+class _Parser:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.src = str(path)
+
+    def err(self, key: str, reason: str) -> StudyError:
+        return StudyError(self.src, key, reason)
+
+    def parse(self) -> StudySpec:
+        text, raw = self._read()
+        for k in raw:
+            # A key written above the first table header lands at the top level: say where it belongs.
+            home = "study" if k in STUDY_KEYS else "search" if k in SEARCH_KEYS else FIELD_SECTION.get(k)
+            if k not in TABLES and home is not None:
+                raise self.err(k, f"belongs in the [{home}] table (write it below the [{home}] header)")
+        self._keys(raw, TABLES, "", "table")
+        for t in TABLES:
+            if t in raw and not isinstance(raw[t], dict):
+                raise self.err(t, f"must be a table ([{t}]), got {_typename(raw[t])}")
+        study = raw.get("study", {})
+        search = raw.get("search", {})
+        self._keys(study, STUDY_KEYS, "study.")
+        self._keys(search, SEARCH_KEYS, "search.")
+
+        sampler = self._choice(search, "search.sampler", SAMPLERS, "tpe")
+        scheduler = self._choice(search, "search.scheduler", SCHEDULERS, "none")
+        if scheduler != "asha":
+            for k in ("grace_period", "reduction_factor"):
+                if k in search:
+                    raise self.err(f"search.{k}", 'only applies with scheduler = "asha"')
+        grace_period = self._int(search, "search.grace_period", 1, minimum=1)
+        reduction_factor = self._number(search, "search.reduction_factor", 3.0)
+        if reduction_factor <= 1:
+            raise self.err("search.reduction_factor", f"must be > 1, got {reduction_factor}")
+        max_failures = self._int(search, "search.max_failures", 2, minimum=0)
+
+        name = self._str(study, "study.name", self.path.stem)
+        if not _SAFE_NAME.fullmatch(name):
+            origin = "" if "name" in study else " (the file's name, as [study] name is not set)"
+            raise self.err("study.name", f"must be a folder name of letters, digits, '-' and '_', got {name!r}{origin}")
+        description = self._str(study, "study.description", None)
+        metric = self._str(study, "study.metric", "val/psnr")
+        if metric not in METRICS:
+            raise self.err("study.metric", f"unknown metric {metric!r}{_hint(metric, METRICS)}; "
+                                           f"expected one of {', '.join(METRICS)}")
+        mode = self._choice(study, "study.mode", ("max", "min"), "max")
+        num_samples = self._int(study, "study.num_samples", 1 if sampler == "grid" else _MISSING, minimum=1)
+        seed = self._int(study, "study.seed", 0)
+        max_concurrent = self._int(study, "study.max_concurrent", 2, minimum=1)
+        cpus_per_trial = self._number(study, "study.cpus_per_trial", 1.0)
+        if cpus_per_trial <= 0:
+            raise self.err("study.cpus_per_trial", f"must be > 0, got {cpus_per_trial}")
+
+        fixed = self._fixed(raw)
+        seeds = self._seeds(study, fixed)
+        self._build(fixed, seeds[0])
+        space = self._space(raw.get("space", {}), fixed)
+
+        if sampler == "grid":
+            for p in space:
+                if p.kind != "fixed" and p.grid_values() is None:
+                    raise self.err(f"space.{p.name}", "the grid sampler needs finite values: give the float "
+                                                      "range a step, or list choices")
+        spec = StudySpec(
+            path=self.path.resolve(), name=name, metric=metric, mode=mode, num_samples=num_samples, seed=seed,
+            seeds=seeds, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial, sampler=sampler,
+            scheduler=scheduler, grace_period=grace_period, reduction_factor=reduction_factor,
+            max_failures=max_failures, fixed=fixed, space=space, description=description, raw_text=text,
+        )
+        if sampler == "grid" and spec.grid_size() is None:
+            raise self.err("space", f"the grid has more than {MAX_GRID} configurations; narrow it or use tpe/random")
+        self._check_combinations(spec)
+        if scheduler == "asha":
+            if grace_period > spec.max_epochs:
+                raise self.err("search.grace_period", f"must be <= train.epochs ({spec.max_epochs}), got {grace_period}")
+            if len(seeds) > 1:
+                log.warning("%s: ASHA with %d seeds: seeds of one configuration may be stopped at different "
+                            "epochs, and the searcher sees the mean of their last values", self.src, len(seeds))
+        return spec
+
+    def _read(self) -> tuple[str, dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise self.err("-", "not a UTF-8 text file") from None
+        except OSError as e:
+            raise self.err("-", f"cannot read file: {e.strerror or e}") from None
+        try:
+            return text, tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise self.err("-", f"not valid TOML: {e}") from None
+
+    # typed getters: each names the dotted key and the bad value
+
+    def _keys(self, table: Mapping[str, Any], allowed: Sequence[str], prefix: str, what: str = "key") -> None:
+        for k in table:
+            if k not in allowed:
+                raise self.err(f"{prefix}{k}", f"unknown {what}{_hint(k, allowed)}; expected one of {', '.join(allowed)}")
+
+    def _get(self, table: Mapping[str, Any], key: str, default: Any) -> Any:
+        short = key.rsplit(".", 1)[-1]
+        if short in table:
+            return table[short]
+        if default is _MISSING:
+            raise self.err(key, "missing (required)")
+        return default
+
+    def _int(self, table: Mapping[str, Any], key: str, default: Any, minimum: int | None = None) -> int:
+        v = self._get(table, key, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.err(key, f"must be an integer, got {_typename(v)} {v!r}")
+        if minimum is not None and v < minimum:
+            raise self.err(key, f"must be >= {minimum}, got {v}")
+        return v
+
+    def _number(self, table: Mapping[str, Any], key: str, default: Any) -> float:
+        v = self._get(table, key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.err(key, f"must be a finite number, got {_typename(v)} {v!r}")
+        return float(v)
+
+    def _str(self, table: Mapping[str, Any], key: str, default: Any) -> Any:
+        v = self._get(table, key, default)
+        if v is not None and not isinstance(v, str):
+            raise self.err(key, f"must be a string, got {_typename(v)} {v!r}")
+        return v
+
+    def _choice(self, table: Mapping[str, Any], key: str, choices: Sequence[str], default: str) -> Any:
+        v = self._str(table, key, default)
+        if v not in choices:
+            raise self.err(key, f"must be one of {', '.join(map(repr, choices))}, got {v!r}{_hint(v, choices)}")
+        return v
+
+    # the fixed [data], [model] and [train] tables
+
+    def _fixed(self, raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        fixed = {section: dict(raw.get(section, {})) for section in SECTIONS}
+        data = fixed["data"]
+        for key in ("root", "cache_dir"):
+            if key in data:
+                if not isinstance(data[key], str) or not data[key]:
+                    raise self.err(f"data.{key}", f"must be a path string, got {_typename(data[key])} {data[key]!r}")
+                # Trials run with the trial dir as working dir: resolve against the study file now.
+                p = Path(data[key]).expanduser()
+                data[key] = str(p if p.is_absolute() else (self.path.parent / p).resolve())
+        if "root" in data:
+            self._check_dataset(Path(data["root"]))
+        try:
+            Config.from_dict(fixed)
+        except ConfigError as e:
+            raise self.err(e.key, e.reason) from None
+        return fixed
+
+    def _check_dataset(self, root: Path) -> None:
+        if not root.is_dir():
+            raise self.err("data.root", f"dataset folder {root} does not exist")
+        for sub in _LAB_DIRS:
+            d = root / sub
+            if not d.is_dir():
+                raise self.err("data.root", f"not a lab-layout dataset: {d} is missing")
+            if next(d.glob("frame*.png"), None) is None:
+                raise self.err("data.root", f"not a lab-layout dataset: {d} holds no frame*.png")
+
+    def _seeds(self, study: Mapping[str, Any], fixed: dict[str, dict[str, Any]]) -> tuple[int, ...]:
+        if "seeds" not in study:
+            seed = fixed["train"].get("seed", 0)
+            return (int(seed),)
+        if "seed" in fixed["train"]:
+            raise self.err("train.seed", "conflicts with study.seeds; list every seed in study.seeds")
+        seeds = study["seeds"]
+        if not isinstance(seeds, list) or not seeds:
+            raise self.err("study.seeds", f"must be a non-empty list of integers, got {seeds!r}")
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise self.err("study.seeds", f"must be a list of integers, got {_typename(s)} {s!r}")
+        if len(set(seeds)) != len(seeds):
+            raise self.err("study.seeds", f"must not repeat a seed, got {seeds}")
+        return tuple(seeds)
+
+    def _build(self, fixed: dict[str, dict[str, Any]], seed: int) -> Config:
+        tables = {s: dict(t) for s, t in fixed.items()}
+        tables["train"]["seed"] = seed
+        try:
+            return Config.from_dict(tables)
+        except ConfigError as e:
+            raise self.err(e.key, e.reason) from None
+
+    # [space]
+
+    def _space(self, table: Mapping[str, Any], fixed: dict[str, dict[str, Any]]) -> tuple[Param, ...]:
+        params: dict[str, Param] = {}
+        for name, entry in table.items():
+            params[name] = self._param(name, entry, fixed)
+        for p in params.values():
+            self._check_when(p, params)
+        return tuple(self._ordered(params))
+
+    def _param(self, name: str, entry: Any, fixed: dict[str, dict[str, Any]]) -> Param:
+        key = f"space.{name}"
+        if name in _UNSEARCHABLE:
+            raise self.err(key, _UNSEARCHABLE[name])
+        section = FIELD_SECTION.get(name)
+        if section is None:
+            raise self.err(key, f"unknown parameter{_hint(name, FIELD_SECTION)}; [space] entries are "
+                                "fields of [train], [model] or [data]")
+        if not isinstance(entry, dict):
+            raise self.err(key, "must be a table: { low = ..., high = ... }, { choices = [...] } or { value = ... }, "
+                                f"got {_typename(entry)} {entry!r}")
+        self._keys(entry, PARAM_KEYS, f"{key}.")
+        forms = [f for f, present in (("low/high", "low" in entry or "high" in entry),
+                                      ("choices", "choices" in entry), ("value", "value" in entry)) if present]
+        if len(forms) != 1:
+            raise self.err(key, "give exactly one of low/high (a range), choices or value"
+                                + (f", got {' and '.join(forms)}" if forms else ""))
+        if forms[0] != "low/high":
+            for k in ("log", "step", "type"):
+                if k in entry:
+                    raise self.err(f"{key}.{k}", "only applies to a range (low/high)")
+        when = self._when(key, entry.get("when"))
+        if name in fixed[section] and when is None:
+            raise self.err(key, f"searched here and also fixed in [{section}] ({section}.{name}); remove one "
+                                f"(a [{section}] value is only allowed as the fallback of a conditional, `when`, parameter)")
+        hint = field_types(SECTIONS[section])[name]
+        context = fixed[section]
+        if forms[0] == "low/high":
+            return self._range(key, name, section, entry, hint, context, when)
+        if forms[0] == "choices":
+            choices = entry["choices"]
+            if not isinstance(choices, list):
+                raise self.err(f"{key}.choices", f"must be a list, got {_typename(choices)} {choices!r}")
+            if not choices:
+                raise self.err(f"{key}.choices", "must not be empty")
+            for i, c in enumerate(choices):
+                if isinstance(c, (list, dict)):
+                    raise self.err(f"{key}.choices", f"choices must be strings, numbers or booleans, got {c!r} "
+                                                     "(a list can only be fixed: { value = [...] })")
+                if any(_same(c, d) for d in choices[:i]):
+                    raise self.err(f"{key}.choices", f"repeats {c!r}")
+                self._check_value(f"{key}.choices", section, name, c, context)
+            return Param(name, "categorical", choices=tuple(choices), when=when, section=section)
+        value = entry["value"]
+        if isinstance(value, dict):
+            raise self.err(f"{key}.value", f"must be a plain value, got a table {value!r}")
+        self._check_value(f"{key}.value", section, name, value, context)
+        return Param(name, "fixed", value=value, when=when, section=section)
+
+    def _range(self, key: str, name: str, section: str, entry: Mapping[str, Any], hint: Any,
+               context: Mapping[str, Any], when: dict[str, tuple[Any, ...]] | None) -> Param:
+        for k in ("low", "high"):
+            if k not in entry:
+                raise self.err(key, f"a range needs both low and high; {k} is missing")
+            v = entry[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise self.err(f"{key}.{k}", f"must be a finite number, got {_typename(v)} {v!r}")
+        low, high = entry["low"], entry["high"]
+        log_ = entry.get("log", False)
+        if not isinstance(log_, bool):
+            raise self.err(f"{key}.log", f"must be true or false, got {_typename(log_)} {log_!r}")
+        step = entry.get("step")
+        if step is not None:
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+                raise self.err(f"{key}.step", f"must be a number > 0, got {step!r}")
+            if log_:
+                raise self.err(f"{key}.step", "cannot be combined with log = true")
+        all_ints = all(isinstance(v, int) for v in (low, high, step) if v is not None)
+        kind = entry.get("type", "int" if all_ints else "float")
+        if kind not in ("float", "int"):
+            raise self.err(f"{key}.type", f"must be 'float' or 'int', got {kind!r}")
+        numeric = _numeric_hint(hint)
+        if numeric is None:
+            raise self.err(key, f"{name} is not a number; search it with choices = [...]")
+        if numeric is int and kind == "float":
+            raise self.err(key, f"{name} is an integer; give integer low/high/step (or type = \"int\")")
+        if kind == "int":
+            for k, v in (("low", low), ("high", high), ("step", step)):
+                if v is not None and not float(v).is_integer():
+                    raise self.err(f"{key}.{k}", f"must be an integer for an int range, got {v!r}")
+            low, high = int(low), int(high)
+            step = int(step) if step is not None else None
+        else:
+            low, high = float(low), float(high)
+            step = float(step) if step is not None else None
+        if low >= high:
+            raise self.err(key, f"low must be < high, got low = {low}, high = {high}")
+        if log_ and low <= 0:
+            raise self.err(f"{key}.low", f"must be > 0 for a log range, got {low}")
+        if step is not None and not _on_step(low, high, step):
+            raise self.err(f"{key}.step", f"high - low must be a multiple of step, got low = {low}, high = {high}, "
+                                          f"step = {step}")
+        self._check_value(f"{key}.low", section, name, low, context)
+        self._check_value(f"{key}.high", section, name, high, context)
+        return Param(name, kind, low=low, high=high, log=log_, step=step, when=when, section=section)
+
+    def _check_value(self, key: str, section: str, name: str, value: Any, context: Mapping[str, Any]) -> None:
+        # The config dataclasses own the range rules; build one with this value to reuse them.
+        try:
+            build_section(SECTIONS[section], {**context, name: value})
+        except ConfigError as e:
+            raise self.err(key, e.reason if e.key == name else f"{e.key}: {e.reason}") from None
+
+    def _when(self, key: str, when: Any) -> dict[str, tuple[Any, ...]] | None:
+        if when is None:
+            return None
+        if not isinstance(when, dict) or not when:
+            raise self.err(f"{key}.when", f"must be a table like {{ kl_anneal_type = \"Cyclical\" }}, got {when!r}")
+        out: dict[str, tuple[Any, ...]] = {}
+        for dep, allowed in when.items():
+            values = allowed if isinstance(allowed, list) else [allowed]
+            if not values:
+                raise self.err(f"{key}.when.{dep}", "must name at least one value")
+            for v in values:
+                if isinstance(v, (list, dict)):
+                    raise self.err(f"{key}.when.{dep}", f"values must be strings, numbers or booleans, got {v!r}")
+            out[dep] = tuple(values)
+        return out
+
+    def _check_when(self, p: Param, params: Mapping[str, Param]) -> None:
+        for dep, allowed in (p.when or {}).items():
+            key = f"space.{p.name}.when.{dep}"
+            if dep == p.name:
+                raise self.err(key, "a parameter cannot depend on itself")
+            q = params.get(dep)
+            if q is None:
+                if dep in FIELD_SECTION:
+                    raise self.err(key, f"{dep!r} is not a [space] parameter; add [space.{dep}] or drop the condition")
+                raise self.err(key, f"unknown [space] parameter {dep!r}{_hint(dep, list(params))}")
+            for v in allowed:
+                if not q.can_take(v):
+                    raise self.err(key, f"{dep} never takes the value {v!r}{_values_hint(q, v)}")
+
+    def _ordered(self, params: dict[str, Param]) -> list[Param]:
+        # Topological order, otherwise file order: a `when` can only be evaluated after its parameter.
+        done: list[Param] = []
+        placed: set[str] = set()
+        pending = list(params.values())
+        while pending:
+            ready = [p for p in pending if all(d in placed for d in (p.when or {}))]
+            if not ready:
+                p = pending[0]
+                raise self.err(f"space.{p.name}.when", "circular conditions between "
+                                                       + ", ".join(q.name for q in pending))
+            done.append(ready[0])
+            placed.add(ready[0].name)
+            pending.remove(ready[0])
+        return done
+
+    def _check_combinations(self, spec: StudySpec) -> None:
+        # Cross-field rules (e.g. F_dim + L_dim + N_dim divisible by 4) need whole configs: try every
+        # combination of choices and range ends, or each parameter alone if there are too many.
+        candidates = {p.name: _candidates(p) for p in spec.space}
+        if _count_points(spec.space, candidates, cap=_MAX_COMBOS) <= _MAX_COMBOS:
+            points = _enumerate_points(spec.space, candidates)
+        else:
+            points = [{p.name: v} for p in spec.space for v in candidates[p.name]]
+        names = {p.name for p in spec.space}
+        for point in points:
+            try:
+                spec.config_for(point)
+            except ConfigError as e:
+                field = e.key.rsplit(".", 1)[-1]
+                key = f"space.{field}" if field in names else e.key
+                shown = ", ".join(f"{k} = {v!r}" for k, v in point.items() if spec.param(k).kind != "fixed")
+                raise self.err(key, f"{e.reason} (when sampled with {shown})" if shown else e.reason) from None
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _hint(key: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _values_hint(q: Param, v: Any) -> str:
+    if q.kind == "categorical":
+        if isinstance(v, str):
+            h = _hint(v, [c for c in q.choices if isinstance(c, str)])
+            if h:
+                return h
+        return f"; its choices are {', '.join(map(repr, q.choices))}"
+    if q.kind == "fixed":
+        return f"; it is fixed to {q.value!r}"
+    return f"; it ranges over [{q.low}, {q.high}]" + (f" in steps of {q.step}" if q.step else "")
+
+
+def _typename(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "list",
+            dict: "table"}.get(type(v), type(v).__name__)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # true == 1 in Python; a TOML boolean and a number are different values here.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return type(a) is type(b) and a == b
+
+
+def _on_step(low: float, v: float, step: float) -> bool:
+    # Decimal on the shortest repr, so 0.0 .. 1.0 in steps of 0.1 is exact.
+    try:
+        return (Decimal(str(v)) - Decimal(str(low))) % Decimal(str(step)) == 0
+    except InvalidOperation:  # pragma: no cover
+        return False
+
+
+def _numeric_hint(hint: Any) -> type | None:
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        return _numeric_hint(args[0]) if len(args) == 1 else None
+    return hint if hint in (int, float) else None
+
+
+def _candidates(p: Param) -> tuple[Any, ...]:
+    values = p.grid_values()
+    if values is not None and len(values) <= 8:
+        return values
+    return (p.low, p.high)
+
+
+def _count_points(params: Sequence[Param], values: Mapping[str, Sequence[Any]], cap: int = MAX_GRID) -> int:
+    # Stops early past `cap`, so a huge space costs no more than cap points.
+    n = 0
+    for _ in _iter_points(params, values, 0, {}):
+        n += 1
+        if n > cap:
+            break
+    return n
+
+
+def _enumerate_points(params: Sequence[Param], values: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    return [dict(p) for p in _iter_points(params, values, 0, {})]
+
+
+def _iter_points(params: Sequence[Param], values: Mapping[str, Sequence[Any]], i: int,
+                 point: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    # Depth-first over params in dependency order; an inactive param adds no branch.
+    if i == len(params):
+        yield point
+        return
+    p = params[i]
+    if not p.active(point):
+        yield from _iter_points(params, values, i + 1, point)
+        return
+    for v in values[p.name]:
+        yield from _iter_points(params, values, i + 1, {**point, p.name: v})
+
+
+__all__ = ["FIELD_SECTION", "METRICS", "Param", "StudyError", "StudySpec", "load_spec", "main_error"]

@@ -1,0 +1,331 @@
+"""study.spec: every shipped study loads; every kind of bad study file is rejected with file, key and reason."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvae.config import Config, ConfigError
+from study.spec import StudyError, StudySpec, load_spec, main_error
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = sorted((ROOT / "search_spaces").glob("*.toml"))
+HEAD = '[study]\nname = "t"\nnum_samples = 2\n'
+
+
+def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_dataset(root: Path, frames: int = 2) -> Path:
+    for sub in ("train/train_img", "train/train_label", "val/val_img", "val/val_label"):
+        (root / sub).mkdir(parents=True)
+        for i in range(frames):
+            (root / sub / f"frame{i}.png").write_bytes(b"not decoded here")
+    return root
+
+
+def assert_error(path: Path, key: str, contains: str = "") -> StudyError:
+    with pytest.raises(StudyError) as info:
+        load_spec(path)
+    e = info.value
+    text = str(e)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: {key}: "), text
+    assert e.key == key and e.path == str(path)
+    assert contains in e.reason, text
+    return e
+
+
+# --- the shipped studies ---------------------------------------------------------------------------
+
+
+def test_there_are_shipped_studies() -> None:
+    assert {p.stem for p in STUDIES} >= {"smoke", "kl", "tfr", "fast_train", "joint"}
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_shipped_study_loads_and_builds(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.name == path.stem
+    assert spec.raw_text == path.read_text(encoding="utf-8")
+    assert spec.path == path.resolve()
+    assert isinstance(spec.base_config(), Config)
+    assert spec.num_trials == spec.num_configs * len(spec.seeds) >= 1
+    for point in spec.grid_points() or []:
+        spec.config_for(point)
+
+
+def test_shipped_studies_answer_their_questions() -> None:
+    kl = load_spec(ROOT / "search_spaces/kl.toml")
+    assert kl.base_config().train.tfr == 0.0 and len(kl.seeds) >= 3
+    assert kl.param("kl_anneal_cycle").when == {"kl_anneal_type": ("Cyclical",)}
+    assert set(kl.param("kl_anneal_type").choices) == {"Monotonic", "Cyclical", "None"}
+    tfr = load_spec(ROOT / "search_spaces/tfr.toml")
+    assert tfr.param("tfr").choices == (0.0, 1.0) and tfr.base_config().train.kl_anneal_type == "None"
+    fast = load_spec(ROOT / "search_spaces/fast_train.toml")
+    epochs = fast.base_config().train.epochs
+    assert set(fast.param("fast_train_epoch").choices) >= {0, epochs}
+    joint = load_spec(ROOT / "search_spaces/joint.toml")
+    assert joint.scheduler == "asha" and joint.sampler == "tpe"
+    assert {p.name for p in joint.space} == {"tfr", "tfr_sde", "tfr_d_step", "kl_anneal_type", "kl_anneal_cycle",
+                                             "fast_train_epoch"}
+    smoke = load_spec(ROOT / "search_spaces/smoke.toml")
+    assert smoke.base_config().model.dims == (16, 4, 4, 16) and smoke.num_trials == 3
+
+
+# --- a valid study in detail -----------------------------------------------------------------------
+
+
+def test_defaults_and_fields(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, HEAD + "[space.tfr]\nlow = 0.0\nhigh = 1.0\n"))
+    assert (spec.metric, spec.mode, spec.seed, spec.seeds, spec.max_concurrent, spec.cpus_per_trial) == \
+        ("val/psnr", "max", 0, (0,), 2, 1.0)
+    assert (spec.sampler, spec.scheduler, spec.max_failures, spec.description) == ("tpe", "none", 2, None)
+    (p,) = spec.space
+    assert (p.name, p.kind, p.section, p.low, p.high, p.log, p.step, p.when) == \
+        ("tfr", "float", "train", 0.0, 1.0, False, None, None)
+    assert spec.grid_size() is None and spec.num_trials == 2
+
+
+def test_name_defaults_to_file_stem_and_grid_to_one_sample(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, '[search]\nsampler = "grid"\n[space.tfr]\nchoices = [0.0, 1.0]\n', "my-study.toml"))
+    assert spec.name == "my-study" and spec.num_samples == 1 and spec.num_trials == 2
+
+
+def test_int_range_type_inference(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, HEAD + "[space.tfr_sde]\nlow = 0\nhigh = 10\nstep = 2\n"
+                                            "[space.tfr]\nlow = 0\nhigh = 1\ntype = \"float\"\n"))
+    assert spec.param("tfr_sde").kind == "int" and spec.param("tfr_sde").grid_values() == (0, 2, 4, 6, 8, 10)
+    assert spec.param("tfr").kind == "float" and spec.param("tfr").low == 0.0
+
+
+def test_float_step_grid_values_are_exact(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, HEAD + "[space.tfr_d_step]\nlow = 0.0\nhigh = 0.5\nstep = 0.1\n"))
+    assert spec.param("tfr_d_step").grid_values() == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def test_conditional_space_order_grid_and_fallback(tmp_path: Path) -> None:
+    # the dependent parameter comes first in the file; it also has a [train] fallback value
+    text = (HEAD + '[search]\nsampler = "grid"\n[train]\nkl_anneal_cycle = 4\n'
+            '[space.kl_anneal_cycle]\nchoices = [2, 5]\nwhen = { kl_anneal_type = ["Cyclical"] }\n'
+            '[space.kl_anneal_type]\nchoices = ["Monotonic", "Cyclical", "None"]\n')
+    spec = load_spec(write(tmp_path, text))
+    assert [p.name for p in spec.space] == ["kl_anneal_type", "kl_anneal_cycle"]
+    points = spec.grid_points()
+    assert points is not None and len(points) == spec.grid_size() == 4
+    assert {"kl_anneal_type": "Cyclical", "kl_anneal_cycle": 5} in points
+    assert {"kl_anneal_type": "Monotonic"} in points
+    assert spec.num_trials == 2 * 4
+    assert spec.config_for({"kl_anneal_type": "Monotonic"}).train.kl_anneal_cycle == 4
+
+
+def test_fixed_space_value_and_when_list(tmp_path: Path) -> None:
+    text = (HEAD + '[space.kl_anneal_type]\nchoices = ["Monotonic", "Cyclical", "None"]\n'
+            '[space.kl_anneal_ratio]\nvalue = 0.5\nwhen = { kl_anneal_type = ["Cyclical", "Monotonic"] }\n'
+            '[space.milestones]\nvalue = [3, 6]\n')
+    spec = load_spec(write(tmp_path, text))
+    assert spec.param("kl_anneal_ratio").kind == "fixed"
+    assert spec.param("kl_anneal_ratio").when == {"kl_anneal_type": ("Cyclical", "Monotonic")}
+    assert spec.grid_size() == 3
+    cfg = spec.config_for({"kl_anneal_type": "Cyclical", "kl_anneal_ratio": 0.5, "milestones": [3, 6]})
+    assert cfg.train.kl_anneal_ratio == 0.5 and cfg.train.milestones == (3, 6)
+
+
+def test_config_for_seed_and_errors(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, HEAD.replace('name = "t"', 'name = "t"\nseeds = [3, 4]')
+                           + "[train]\nepochs = 3\n[space.tfr]\nlow = 0.0\nhigh = 1.0\n"))
+    assert spec.seeds == (3, 4) and spec.num_trials == 4
+    assert spec.base_config().train.seed == 3
+    cfg = spec.config_for({"tfr": 0.25, "seed": 4})
+    assert (cfg.train.tfr, cfg.train.seed, cfg.train.epochs) == (0.25, 4, 3)
+    with pytest.raises(ConfigError, match="did you mean 'tfr'"):
+        spec.config_for({"tfrr": 0.5})
+    with pytest.raises(ConfigError, match="tfr"):
+        spec.config_for({"tfr": 2.0})
+
+
+def test_train_seed_is_the_single_seed(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, HEAD + "[train]\nseed = 7\n"))
+    assert spec.seeds == (7,) and spec.base_config().train.seed == 7
+
+
+def test_dataset_root_relative_to_study_file(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "data" / "lab")
+    (tmp_path / "studies").mkdir()
+    spec = load_spec(write(tmp_path, HEAD + '[data]\nroot = "../data/lab"\ncache_dir = "cache"\n', "studies/s.toml"))
+    assert spec.fixed["data"]["root"] == str((tmp_path / "data" / "lab").resolve())
+    assert spec.fixed["data"]["cache_dir"] == str((tmp_path / "studies" / "cache").resolve())
+    assert spec.base_config().data.root == spec.fixed["data"]["root"]
+
+
+def test_asha_options(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, HEAD + '[search]\nscheduler = "asha"\ngrace_period = 2\nreduction_factor = 2\n'))
+    assert (spec.scheduler, spec.grace_period, spec.reduction_factor) == ("asha", 2, 2.0)
+
+
+def test_main_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, HEAD + "[train]\ntfr = 3.0\n")
+    with pytest.raises(StudyError) as info:
+        load_spec(path)
+    assert main_error(info.value) == 2
+    assert capsys.readouterr().err == f"error: {path}: train.tfr: must be in [0, 1], got 3.0\n"
+
+
+def test_spec_is_frozen(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, HEAD))
+    assert isinstance(spec, StudySpec)
+    with pytest.raises(AttributeError):
+        spec.name = "other"  # type: ignore[misc]
+
+
+# --- bad study files -------------------------------------------------------------------------------
+
+BAD: list[tuple[str, str, str, str]] = [
+    # id, file text, dotted key, part of the reason
+    ("unknown-table", HEAD + "[stdy]\nx = 1\n", "stdy", "did you mean 'study'"),
+    ("table-not-table", 'study = 3\n', "study", "must be a table"),
+    ("study-key-at-top", 'seeds = [0, 1]\n' + HEAD, "seeds", "belongs in the [study] table"),
+    ("train-key-at-top", 'epochs = 3\n' + HEAD, "epochs", "belongs in the [train] table"),
+    ("unknown-study-key", HEAD + "nmae = 'x'\n", "study.nmae", "did you mean 'name'"),
+    ("unsafe-name", '[study]\nname = "../x"\nnum_samples = 1\n', "study.name", "folder name"),
+    ("name-type", '[study]\nname = 3\nnum_samples = 1\n', "study.name", "must be a string"),
+    ("description-type", HEAD + "description = 5\n", "study.description", "must be a string"),
+    ("metric-typo", HEAD + 'metric = "val/psnrr"\n', "study.metric", "did you mean 'val/psnr'"),
+    ("mode", HEAD + 'mode = "maximize"\n', "study.mode", "'max', 'min'"),
+    ("num-samples-zero", '[study]\nname = "t"\nnum_samples = 0\n', "study.num_samples", ">= 1"),
+    ("num-samples-float", '[study]\nname = "t"\nnum_samples = 1.5\n', "study.num_samples", "integer"),
+    ("num-samples-missing", '[study]\nname = "t"\n', "study.num_samples", "missing"),
+    ("seed-type", HEAD + 'seed = "0"\n', "study.seed", "integer"),
+    ("max-concurrent", HEAD + "max_concurrent = 0\n", "study.max_concurrent", ">= 1"),
+    ("cpus-zero", HEAD + "cpus_per_trial = 0\n", "study.cpus_per_trial", "> 0"),
+    ("cpus-type", HEAD + 'cpus_per_trial = "1"\n', "study.cpus_per_trial", "number"),
+    ("seeds-empty", HEAD + "seeds = []\n", "study.seeds", "non-empty"),
+    ("seeds-not-list", HEAD + "seeds = 3\n", "study.seeds", "list"),
+    ("seeds-type", HEAD + 'seeds = ["a"]\n', "study.seeds", "integers"),
+    ("seeds-repeat", HEAD + "seeds = [1, 1]\n", "study.seeds", "repeat"),
+    ("seeds-and-train-seed", HEAD + "seeds = [1, 2]\n[train]\nseed = 1\n", "train.seed", "study.seeds"),
+    ("sampler", HEAD + '[search]\nsampler = "bayes"\n', "search.sampler", "'tpe'"),
+    ("search-key", HEAD + '[search]\nsampeler = "tpe"\n', "search.sampeler", "did you mean 'sampler'"),
+    ("scheduler", HEAD + '[search]\nscheduler = "hyperband"\n', "search.scheduler", "'asha'"),
+    ("grace-without-asha", HEAD + "[search]\ngrace_period = 2\n", "search.grace_period", "asha"),
+    ("factor-without-asha", HEAD + "[search]\nreduction_factor = 2\n", "search.reduction_factor", "asha"),
+    ("grace-zero", HEAD + '[search]\nscheduler = "asha"\ngrace_period = 0\n', "search.grace_period", ">= 1"),
+    ("grace-beyond-epochs", HEAD + '[search]\nscheduler = "asha"\ngrace_period = 5\n[train]\nepochs = 3\n',
+     "search.grace_period", "<= train.epochs (3)"),
+    ("factor-one", HEAD + '[search]\nscheduler = "asha"\nreduction_factor = 1\n', "search.reduction_factor", "> 1"),
+    ("max-failures", HEAD + "[search]\nmax_failures = -1\n", "search.max_failures", ">= 0"),
+    ("train-typo", HEAD + "[train]\nkl_anneal_cylce = 3\n", "train.kl_anneal_cylce", "did you mean 'kl_anneal_cycle'"),
+    ("train-type", HEAD + '[train]\ntfr = "high"\n', "train.tfr", "must be a number"),
+    ("train-range", HEAD + "[train]\ntfr = 1.5\n", "train.tfr", "[0, 1]"),
+    ("train-kl-type", HEAD + '[train]\nkl_anneal_type = "Linear"\n', "train.kl_anneal_type", "'Cyclical'"),
+    ("model-range", HEAD + "[model]\nF_dim = 12\n", "model.F_dim", "multiple of 8"),
+    ("data-root-type", HEAD + "[data]\nroot = 5\n", "data.root", "path"),
+    ("data-root-missing", HEAD + '[data]\nroot = "no/such/dir"\n', "data.root", "does not exist"),
+    ("space-typo", HEAD + "[space.kl_anneal_cylce]\nchoices = [1, 2]\n", "space.kl_anneal_cylce",
+     "did you mean 'kl_anneal_cycle'"),
+    ("space-not-table", HEAD + "[space]\ntfr = 0.5\n", "space.tfr", "must be a table"),
+    ("space-key-typo", HEAD + "[space.tfr]\nlo = 0.0\nhigh = 1.0\n", "space.tfr.lo", "did you mean 'low'"),
+    ("space-two-forms", HEAD + "[space.tfr]\nlow = 0.0\nhigh = 1.0\nchoices = [0.0]\n", "space.tfr", "exactly one"),
+    ("space-no-form", HEAD + '[space.tfr]\nwhen = { tfr_sde = 1 }\n', "space.tfr", "exactly one"),
+    ("space-only-low", HEAD + "[space.tfr]\nlow = 0.0\n", "space.tfr", "high is missing"),
+    ("space-seed", HEAD + "[space.seed]\nchoices = [0, 1]\n", "space.seed", "seeds"),
+    ("space-root", HEAD + '[space.root]\nchoices = ["a"]\n', "space.root", "cannot be searched"),
+    ("tfr-high", HEAD + "[space.tfr]\nlow = 0.0\nhigh = 1.5\n", "space.tfr.high", "[0, 1]"),
+    ("tfr-d-step-negative", HEAD + "[space.tfr_d_step]\nlow = -0.1\nhigh = 0.5\n", "space.tfr_d_step.low", ">= 0"),
+    ("cycle-zero", HEAD + "[space.kl_anneal_cycle]\nchoices = [0, 2]\n", "space.kl_anneal_cycle.choices", ">= 1"),
+    ("ratio-zero", HEAD + "[space.kl_anneal_ratio]\nlow = 0.0\nhigh = 1.0\n", "space.kl_anneal_ratio.low", "(0, 1]"),
+    ("fast-partial-high", HEAD + "[space.fast_partial]\nlow = 0.5\nhigh = 1.5\n", "space.fast_partial.high", "(0, 1]"),
+    ("kl-type-choice", HEAD + '[space.kl_anneal_type]\nchoices = ["Cyclic"]\n', "space.kl_anneal_type.choices",
+     "'Cyclical'"),
+    ("choices-empty", HEAD + "[space.tfr]\nchoices = []\n", "space.tfr.choices", "empty"),
+    ("choices-not-list", HEAD + '[space.tfr]\nchoices = "a"\n', "space.tfr.choices", "list"),
+    ("choices-repeat", HEAD + "[space.tfr]\nchoices = [0.5, 0.5]\n", "space.tfr.choices", "repeats"),
+    ("choices-list-value", HEAD + "[space.milestones]\nchoices = [[2, 5], [3, 6]]\n", "space.milestones.choices",
+     "only be fixed"),
+    ("value-range", HEAD + "[space.tfr]\nvalue = 2.0\n", "space.tfr.value", "[0, 1]"),
+    ("low-not-below-high", HEAD + "[space.tfr]\nlow = 0.5\nhigh = 0.5\n", "space.tfr", "low must be < high"),
+    ("log-low-zero", HEAD + "[space.lr]\nlow = 0.0\nhigh = 0.01\nlog = true\n", "space.lr.low", "> 0 for a log"),
+    ("log-and-step", HEAD + "[space.lr]\nlow = 0.001\nhigh = 0.01\nlog = true\nstep = 0.001\n", "space.lr.step", "log"),
+    ("log-type", HEAD + '[space.lr]\nlow = 0.001\nhigh = 0.01\nlog = "yes"\n', "space.lr.log", "true or false"),
+    ("step-zero", HEAD + "[space.tfr]\nlow = 0.0\nhigh = 1.0\nstep = 0\n", "space.tfr.step", "> 0"),
+    ("step-not-dividing", HEAD + "[space.tfr]\nlow = 0.0\nhigh = 1.0\nstep = 0.3\n", "space.tfr.step", "multiple"),
+    ("range-type", HEAD + '[space.tfr]\nlow = 0.0\nhigh = 1.0\ntype = "double"\n', "space.tfr.type", "'float' or 'int'"),
+    ("step-on-choices", HEAD + "[space.tfr]\nchoices = [0.0]\nstep = 0.1\n", "space.tfr.step", "only applies"),
+    ("float-range-int-field", HEAD + "[space.kl_anneal_cycle]\nlow = 1.5\nhigh = 4\n", "space.kl_anneal_cycle",
+     "integer"),
+    ("int-range-fraction", HEAD + '[space.kl_anneal_cycle]\nlow = 1.5\nhigh = 4\ntype = "int"\n',
+     "space.kl_anneal_cycle.low", "integer"),
+    ("range-on-string", HEAD + "[space.kl_anneal_type]\nlow = 0\nhigh = 1\n", "space.kl_anneal_type", "not a number"),
+    ("range-bool-bound", HEAD + "[space.tfr]\nlow = false\nhigh = 1.0\n", "space.tfr.low", "number"),
+    ("when-unknown", HEAD + '[space.kl_anneal_type]\nchoices = ["Cyclical", "None"]\n[space.kl_anneal_cycle]\n'
+     'choices = [2]\nwhen = { kl_anneal_typ = "Cyclical" }\n', "space.kl_anneal_cycle.when.kl_anneal_typ",
+     "did you mean 'kl_anneal_type'"),
+    ("when-not-in-space", HEAD + '[space.kl_anneal_cycle]\nchoices = [2]\nwhen = { kl_anneal_type = "Cyclical" }\n',
+     "space.kl_anneal_cycle.when.kl_anneal_type", "not a [space] parameter"),
+    ("when-bad-value", HEAD + '[space.kl_anneal_type]\nchoices = ["Cyclical", "None"]\n[space.kl_anneal_cycle]\n'
+     'choices = [2]\nwhen = { kl_anneal_type = "Cyclic" }\n', "space.kl_anneal_cycle.when.kl_anneal_type",
+     "did you mean 'Cyclical'"),
+    ("when-out-of-range", HEAD + '[space.tfr]\nlow = 0.0\nhigh = 1.0\n[space.tfr_sde]\nchoices = [2]\n'
+     'when = { tfr = 2.0 }\n', "space.tfr_sde.when.tfr", "never takes"),
+    ("when-empty", HEAD + "[space.tfr]\nchoices = [0.0]\nwhen = {}\n", "space.tfr.when", "table"),
+    ("when-self", HEAD + "[space.tfr]\nchoices = [0.0]\nwhen = { tfr = 0.0 }\n", "space.tfr.when.tfr", "itself"),
+    ("when-circular", HEAD + "[space.tfr]\nchoices = [0.0, 1.0]\nwhen = { tfr_sde = 1 }\n[space.tfr_sde]\n"
+     "choices = [1, 2]\nwhen = { tfr = 1.0 }\n", "space.tfr.when", "circular"),
+    ("searched-and-fixed", HEAD + "[train]\ntfr = 0.0\n[space.tfr]\nlow = 0.0\nhigh = 1.0\n", "space.tfr",
+     "also fixed in [train]"),
+    ("grid-continuous", HEAD + '[search]\nsampler = "grid"\n[space.tfr]\nlow = 0.0\nhigh = 1.0\n', "space.tfr",
+     "step"),
+    ("grid-too-large", HEAD + '[search]\nsampler = "grid"\n[space.tfr]\nlow = 0.0\nhigh = 1.0\nstep = 0.0001\n'
+     "[space.tfr_sde]\nlow = 0\nhigh = 10\n", "space", "more than"),
+    ("combination", HEAD + "[space.synthetic_train_frames]\nchoices = [16, 128]\n[space.video_len]\nchoices = [8, 32]\n",
+     "space.synthetic_train_frames", "video_len = 32"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "contains"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_study_is_rejected(tmp_path: Path, text: str, key: str, contains: str) -> None:
+    assert_error(write(tmp_path, text), key, contains)
+
+
+def test_did_you_mean_for_a_typo(tmp_path: Path) -> None:
+    e = assert_error(write(tmp_path, HEAD + "[train]\nkl_anneal_cylce = 3\n"), "train.kl_anneal_cylce")
+    assert str(e) == f"{tmp_path / 's.toml'}: train.kl_anneal_cylce: unknown key (did you mean 'kl_anneal_cycle'?)"
+
+
+def test_dataset_not_in_lab_layout(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "lab")
+    for p in (root / "val" / "val_label").iterdir():
+        p.unlink()
+    path = write(tmp_path, HEAD + f'[data]\nroot = "{root}"\n')
+    assert_error(path, "data.root", "val_label holds no frame*.png")
+    (root / "val" / "val_label").rmdir()
+    assert_error(path, "data.root", "val_label is missing")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert_error(tmp_path / "nope.toml", "-", "cannot read file")
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    (tmp_path / "d.toml").mkdir()
+    assert_error(tmp_path / "d.toml", "-", "cannot read file")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_bytes(b'[study]\nname = "\xff\xfe"\n')
+    assert_error(path, "-", "not a UTF-8 text file")
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    assert_error(write(tmp_path, "[study\nname = 1\n"), "-", "not valid TOML")
+
+
+def test_study_file_runs_no_code(tmp_path: Path) -> None:
+    # Something that would run under eval/exec is just an invalid TOML value here.
+    marker = tmp_path / "ran"
+    assert_error(write(tmp_path, HEAD + f"seed = __import__('pathlib').Path('{marker}').touch()\n"), "-", "not valid TOML")
+    assert not marker.exists()
