@@ -1,0 +1,625 @@
+"""Run a study: `python -m study.run STUDY.toml [--resume | --fresh] [--address ADDR] [--max-concurrent N]
+[--storage PATH] [--smoke-test]`.
+
+The TOML is parsed and checked (study.spec) and its dataset loaded before Ray starts: a bad file
+exits with code 2 and touches nothing under results/. Then a local Ray (dashboard on 127.0.0.1,
+token auth on) is started, or an existing cluster joined, and the study runs as a Ray Tune
+experiment driven by Optuna (study.space) over the trainable study.trainable.train_cvae.
+
+results/<study>/ holds Ray Tune's experiment (one folder per trial: params.json, result.json,
+progress.csv, checkpoint_NNNNNN/ with psnr_per_frame.json), a copy of the study file (study.toml),
+the Optuna study (optuna.db), and once every trial has ended finished.json, best.toml (the best
+configuration as a single-run config) and report.html (if study.report is available).
+
+Re-running a study: unfinished -> resumed (Tuner.restore, searcher state included); finished ->
+refused unless --fresh, which moves the old folder aside as <name>.old-<timestamp>.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import json
+import logging
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from ray.tune import Callback
+
+from cvae.config import ConfigError
+from cvae.data import Dataset, DatasetError, load_dataset
+from study.spec import StudyError, StudySpec, load_spec, main_error
+
+log = logging.getLogger(__name__)
+
+STUDY_COPY = "study.toml"  # the study file's text, as first started
+OPTUNA_DB = "optuna.db"  # Optuna's RDB storage (sqlite): optuna.load_study(study_name=<name>, storage=...)
+FINISHED = "finished.json"  # written when every trial has ended: the study is complete
+BEST = "best.toml"  # the best configuration as a single-run config for `python -m cvae.train`
+TUNER_STATE = "tuner.pkl"  # Ray Tune's restorable experiment marker
+MIN_FREE_BYTES = 64 * 2**20  # free space --storage must have before a study starts
+# Metrics shown in the live progress table (column title -> metric).
+TABLE_METRICS: dict[str, str] = {"epoch": "epoch", "val/psnr": "val/psnr", "val/psnr_hold": "hold",
+                                 "train/loss": "loss", "diverged": "diverged"}
+# The smoke test: a seconds-long study with the same space (see smoke_spec).
+SMOKE_TRIALS = 2
+SMOKE_TRAIN: dict[str, Any] = {"epochs": 2, "max_steps_per_epoch": 2, "val_every": 1}
+SMOKE_MODEL: dict[str, Any] = {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16}
+
+
+class StudyRunError(RuntimeError):
+    """A problem with where or how to run the study (exit code 2): the message says what to do."""
+
+
+# -- the study's state on disk -------------------------------------------------------------------
+def study_state(exp_dir: Path) -> str:
+    """What exp_dir holds: "new" (nothing), "finished" (finished.json), "unfinished" (a restorable
+    Tune experiment without finished.json), "stale" (a start that never created the experiment)
+    or "foreign" (files this tool did not write)."""
+    if not exp_dir.exists() or (exp_dir.is_dir() and not any(exp_dir.iterdir())):
+        return "new"
+    if not exp_dir.is_dir():
+        return "foreign"
+    if (exp_dir / FINISHED).is_file():
+        return "finished"
+    if (exp_dir / TUNER_STATE).is_file():
+        return "unfinished"
+    if {p.name for p in exp_dir.iterdir()} <= {STUDY_COPY, OPTUNA_DB}:
+        return "stale"
+    return "foreign"
+
+
+def move_aside(exp_dir: Path) -> Path:
+    """Rename exp_dir to <name>.old-<timestamp> (never deletes) and return the new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = exp_dir.with_name(f"{exp_dir.name}.old-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = exp_dir.with_name(f"{exp_dir.name}.old-{stamp}-{n}")
+        n += 1
+    exp_dir.rename(aside)
+    return aside
+
+
+def storage_problem(storage: Path) -> str | None:
+    """Why results cannot be written under `storage` (creating it if needed), or None."""
+    existing = storage
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=storage, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        return f"cannot write there ({e.strerror or e})"
+    free = shutil.disk_usage(storage).free
+    if free < MIN_FREE_BYTES:
+        # Checkpoints land there every epoch: a full disk mid-study fails trials one by one.
+        return (f"only {free / 2**20:.1f} MB free on {storage} (a study needs at least "
+                f"{MIN_FREE_BYTES / 2**20:.0f} MB for its checkpoints); free some space or choose another --storage")
+    return None
+
+
+def _same_study(exp_dir: Path, spec: StudySpec) -> bool:
+    # Compare parsed TOML, so edited comments or layout do not count as a change.
+    try:
+        old = tomllib.loads((exp_dir / STUDY_COPY).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return True  # no copy to compare with (an older layout): trust the user
+    return old == tomllib.loads(spec.raw_text)
+
+
+# -- the smoke test ------------------------------------------------------------------------------
+def smoke_spec(spec: StudySpec) -> StudySpec:
+    """A seconds-long variant of spec, run as `<name>-smoke`: SMOKE_TRIALS trials of the same space
+    (random sampler for a grid), one seed, 2 epochs of 2 steps, tiny data, a tiny model unless
+    [space] searches a model dim. [space] entries that the smoke values replace are dropped."""
+    fixed = {section: dict(table) for section, table in spec.fixed.items()}
+    base = spec.base_config()
+    data = {"synthetic_train_videos": max(2, math.ceil(base.train.batch_size / 2)),
+            "synthetic_train_frames": 2 * base.data.video_len, "val_video_len": min(base.data.val_video_len, 24)}
+    searched = {p.name for p in spec.space}
+    replaced = set(SMOKE_TRAIN) | set(data)
+    fixed["train"].update(SMOKE_TRAIN)
+    fixed["data"].update(data)
+    if not searched & set(SMOKE_MODEL):
+        fixed["model"].update(SMOKE_MODEL)
+    needed = {dep for p in spec.space for dep in (p.when or {})}
+    space = tuple(p for p in spec.space if p.name not in replaced or p.name in needed)
+    sampler = "random" if spec.sampler == "grid" else spec.sampler
+    return dataclasses.replace(
+        spec, name=f"{spec.name}-smoke", fixed=fixed, space=space, sampler=sampler, num_samples=SMOKE_TRIALS,
+        seeds=spec.seeds[:1], grace_period=1,
+    )
+
+
+# -- the best configuration ----------------------------------------------------------------------
+@dataclass
+class TrialRecord:
+    """One trial as its folder records it."""
+
+    path: Path
+    params: dict[str, Any]
+    best: float | None  # best value of the study metric over its epochs (None: never finite)
+    row: dict[str, Any]  # the result row of that best value (or the last row)
+    epochs: int
+    diverged: bool
+    errored: bool
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The checkpoint of the best epoch if Ray kept it, else the trial's newest one."""
+        name = self.row.get("checkpoint_dir_name")
+        if name and (self.path / name).is_dir():
+            return self.path / name
+        kept = sorted(self.path.glob("checkpoint_*"))
+        return kept[-1] if kept else None
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                if line.strip():
+                    rows.append(json.loads(line))
+    return rows
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_trials(exp_dir: Path, metric: str, mode: str) -> list[TrialRecord]:
+    """Every trial folder of an experiment, with its best value of `metric` (read from disk)."""
+    records = []
+    for d in sorted(p for p in exp_dir.iterdir() if (p / "params.json").is_file()):
+        try:
+            params = json.loads((d / "params.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        rows = _read_rows(d / "result.json")
+        scored = [r for r in rows if _finite(r.get(metric))]
+        best_row = None
+        if scored:
+            pick = max if mode == "max" else min
+            best_row = pick(scored, key=lambda r: r[metric])  # first of equals: the epoch that measured it
+        row = best_row or (rows[-1] if rows else {})
+        records.append(TrialRecord(
+            path=d, params=params, best=best_row[metric] if best_row else None, row=row,
+            epochs=len({r.get("epoch") for r in rows}), diverged=any(r.get("diverged") for r in rows),
+            errored=(d / "error.txt").is_file(),
+        ))
+    return records
+
+
+@dataclass
+class Best:
+    """The study's best configuration and the trial that represents it."""
+
+    trial: TrialRecord
+    config_params: dict[str, Any]  # the sampled values without the seed
+    value: float  # the trial's best metric, or the mean over the configuration's trials (several seeds)
+    per_seed: list[tuple[int, float]]  # (seed, best metric) of each of those trials (several seeds only)
+
+
+def pick_best(trials: Sequence[TrialRecord], spec: StudySpec) -> Best | None:
+    """Best configuration by each trial's best `spec.metric`; with several seeds, by the mean over
+    the seeds of a configuration (its best seed's trial gives the checkpoint). A configuration with
+    a seed that diverged or failed ranks below every configuration whose seeds all finished."""
+    scored = [t for t in trials if t.best is not None]
+    if not scored:
+        return None
+    sign = 1.0 if spec.mode == "max" else -1.0
+    if len(spec.seeds) == 1:
+        top = max(scored, key=lambda t: sign * t.best)
+        return Best(trial=top, config_params=dict(top.params), value=top.best, per_seed=[])
+    groups: dict[str, list[TrialRecord]] = {}
+    for t in trials:
+        key = json.dumps({k: v for k, v in t.params.items() if k != "seed"}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(t)
+
+    def rank(members: list[TrialRecord]) -> tuple[bool, float]:
+        finite = [t.best for t in members if t.best is not None]
+        return len(finite) == len(members), sign * statistics.fmean(finite)
+
+    members = max((m for m in groups.values() if any(t.best is not None for t in m)), key=rank)
+    finite = [t for t in members if t.best is not None]
+    trial = max(finite, key=lambda t: sign * t.best)
+    per_seed = sorted((int(t.params.get("seed", spec.seeds[0])), t.best) for t in finite)
+    return Best(trial=trial, config_params={k: v for k, v in trial.params.items() if k != "seed"},
+                value=statistics.fmean(t.best for t in finite), per_seed=per_seed)
+
+
+def write_best_toml(best: Best, spec: StudySpec, exp_dir: Path) -> Path:
+    """results/<study>/best.toml: the best configuration as a `python -m cvae.train --config` file."""
+    import tomli_w
+
+    cfg = spec.config_for(best.trial.params)
+    tables = cfg.to_dict()
+    tables["train"].pop("threads", None)  # a single run uses the CPUs of wherever it runs
+    hold = best.trial.row.get("val/psnr_hold")
+    lines = [
+        f"# Best configuration of study {spec.name!r} ({spec.path}), by {spec.metric} ({spec.mode}).",
+        f"# {spec.metric} {best.trial.best:.4g} at epoch {best.trial.row.get('epoch')} of trial "
+        f"{best.trial.path.name}" + (f" (val/psnr_hold {hold:.4g} for reference)" if _finite(hold) else ""),
+    ]
+    if best.per_seed:
+        lines.append(f"# Chosen by the mean over its {len(best.per_seed)} seeded trials: {best.value:.4g} "
+                     f"({', '.join(f'seed {s}: {v:.4g}' for s, v in best.per_seed)}); train.seed is the best one's.")
+    ckpt = best.trial.checkpoint
+    lines.append(f"# Best checkpoint: {ckpt if ckpt else '(none kept)'}")
+    lines.append(f"# Rerun: python -m cvae.train --config {exp_dir / BEST}")
+    path = exp_dir / BEST
+    path.write_text("\n".join(lines) + "\n\n" + tomli_w.dumps(tables), encoding="utf-8")
+    return path
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else repr(v)
+
+
+def print_best(best: Best | None, trials: Sequence[TrialRecord], spec: StudySpec, exp_dir: Path,
+               best_toml: Path | None) -> None:
+    n_div = sum(t.diverged for t in trials)
+    n_err = sum(t.errored and t.best is None for t in trials)
+    print(f"\n{len(trials)} trials in {exp_dir}" + (f" ({n_div} diverged)" if n_div else "")
+          + (f" ({n_err} failed)" if n_err else ""))
+    if best is None:
+        print(f"no trial reported a finite {spec.metric}: no best configuration")
+        return
+    shown = ", ".join(f"{k} = {_fmt(v)}" for k, v in best.config_params.items()) or "(the fixed values: nothing searched)"
+    print(f"best configuration ({spec.metric}, {spec.mode}): {shown}")
+    hold = best.trial.row.get("val/psnr_hold")
+    if best.per_seed:
+        seeds = ", ".join(f"seed {s}: {v:.2f}" for s, v in best.per_seed)
+        print(f"  {spec.metric} {best.value:.4g} = mean over its {len(best.per_seed)} seeded trials ({seeds}); "
+              f"picked by that mean, not by one lucky seed")
+    else:
+        print(f"  {spec.metric} {best.value:.4g} at epoch {best.trial.row.get('epoch')}")
+    if _finite(hold):
+        print(f"  val/psnr_hold {hold:.2f} dB (repeating frame 0: the floor to beat), val/psnr "
+              f"{best.trial.row.get('val/psnr', math.nan):.2f} dB")
+    print(f"  trial: {best.trial.path}")
+    print(f"  checkpoint: {best.trial.checkpoint}")
+    if best_toml is not None:
+        print(f"  rerun it alone: python -m cvae.train --config {best_toml}")
+
+
+# -- the report (written by study.report, if present) --------------------------------------------
+def _report_module() -> Any | None:
+    # Looked up at run time: the report is optional and must never break a study.
+    try:
+        return importlib.import_module("study.report")
+    except ModuleNotFoundError as e:
+        if e.name == "study.report":
+            log.warning("study.report is not available: no report.html")
+        else:
+            log.warning("study.report cannot be imported (%s): no report.html", e)
+    except Exception as e:  # noqa: BLE001 - any import problem only costs the report
+        log.warning("study.report cannot be imported (%s: %s): no report.html", type(e).__name__, e)
+    return None
+
+
+def build_report(exp_dir: Path) -> Path | None:
+    """study.report.build_report(exp_dir), or None (with a warning) if missing or failing."""
+    module = _report_module()
+    if module is None or not hasattr(module, "build_report"):
+        return None
+    try:
+        return Path(module.build_report(exp_dir))
+    except Exception as e:  # noqa: BLE001
+        log.warning("building the report failed (%s: %s); the results are intact", type(e).__name__, e)
+        return None
+
+
+class ReportHook(Callback):
+    """Forwards Tune's callbacks to study.report.ReportCallback, if that exists, and swallows its
+    errors (a report must never fail a study). Only the study path is pickled into tuner.pkl, so a
+    restore does not depend on the report code being unchanged."""
+
+    def __init__(self, study_dir: str) -> None:
+        self.study_dir = study_dir
+        self._inner: Any = None
+        self._broken = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"study_dir": self.study_dir, "_inner": None, "_broken": False}
+
+    def _target(self) -> Any:
+        if self._inner is None and not self._broken:
+            module = _report_module()
+            cls = getattr(module, "ReportCallback", None) if module else None
+            if cls is None:
+                self._broken = True
+                return None
+            try:
+                try:
+                    self._inner = cls(Path(self.study_dir))
+                except TypeError:
+                    self._inner = cls()
+            except Exception as e:  # noqa: BLE001
+                log.warning("study.report.ReportCallback failed to start (%s); no live report", e)
+                self._broken = True
+        return self._inner
+
+    def _forward(self, name: str, **info: Any) -> None:
+        target = self._target()
+        if target is None:
+            return
+        try:
+            getattr(target, name)(**info)
+        except Exception as e:  # noqa: BLE001
+            log.warning("report callback %s failed (%s: %s); the study goes on", name, type(e).__name__, e)
+
+    def setup(self, **info: Any) -> None:
+        self._forward("setup", **info)
+
+    def on_trial_result(self, **info: Any) -> None:
+        self._forward("on_trial_result", **info)
+
+    def on_trial_complete(self, **info: Any) -> None:
+        self._forward("on_trial_complete", **info)
+
+    def on_trial_error(self, **info: Any) -> None:
+        self._forward("on_trial_error", **info)
+
+    def on_experiment_end(self, **info: Any) -> None:
+        self._forward("on_experiment_end", **info)
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+def start_ray(address: str | None, cpus_per_trial: float) -> Any:
+    """Join `address` (or RAY_ADDRESS), else start a local Ray with the dashboard on 127.0.0.1 and
+    token authentication on (the Ray default for local clusters). Prints how to reach it."""
+    import ray
+    from cvae.train import available_cpus
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ctx = ray.init(address=address)
+        where = f"joined the Ray cluster at {address}"
+    else:
+        # "local": a new instance even if some `ray start` cluster runs on this machine.
+        ctx = ray.init(address="local", num_cpus=available_cpus(), include_dashboard=True,
+                       dashboard_host="127.0.0.1")
+        where = "started a local Ray"
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if cpus < cpus_per_trial:
+        ray.shutdown()
+        raise StudyRunError(f"the Ray cluster has {cpus:g} CPUs, fewer than study.cpus_per_trial = "
+                            f"{cpus_per_trial:g}: no trial could ever start")
+    url = getattr(ctx, "dashboard_url", None)
+    print(f"{where} ({cpus:g} CPUs)")
+    if url:
+        print(f"Ray dashboard: http://{url}")
+        mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+        if mode == "disabled":
+            print("  token authentication is OFF (RAY_AUTH_MODE=disabled): anyone who reaches that port can run code")
+        elif address and mode != "token":
+            print("  if the cluster uses token authentication, `ray get-auth-token` prints the token the dashboard asks for")
+        else:
+            print("  token authentication is on: `ray get-auth-token` prints the token the dashboard asks for")
+        print("  the dashboard has no Tune tab: the study shows as the driver job, its trial actors "
+              "(ImplicitFunc) and their logs (one line per epoch); per-trial views are the progress "
+              "table below and the report")
+    return ctx
+
+
+def _progress_reporter(spec: StudySpec) -> Any:
+    from ray.tune import CLIReporter
+
+    params = {p.name: p.name for p in spec.space if p.kind != "fixed"}
+    if len(spec.seeds) > 1:
+        params["seed"] = "seed"
+    # Ray's "current best trial" line looks every parameter column up in the best trial's config and
+    # raises KeyError for a conditional parameter that trial lacks: no metric (so no such line) then.
+    ranked = {} if any(p.when for p in spec.space) else {"metric": spec.metric, "mode": spec.mode, "sort_by_metric": True}
+    return CLIReporter(metric_columns=dict(TABLE_METRICS), parameter_columns=params or None,
+                       max_report_frequency=10, **ranked)
+
+
+def run_study(spec: StudySpec, storage: Path, exp_dir: Path, dataset: Dataset | None, restore: bool) -> Any:
+    """Fit a new Tune experiment for spec under storage (or restore the one in exp_dir) and return
+    Tune's ResultGrid."""
+    from ray import tune
+
+    from study.space import make_scheduler, make_searcher, sqlite_storage
+    from study.trainable import train_cvae
+
+    trainable = tune.with_resources(tune.with_parameters(train_cvae, spec=spec, dataset=dataset),
+                                    {"cpu": spec.cpus_per_trial})
+    hook = ReportHook(str(exp_dir))
+    if restore:
+        # Finished trials stay as they are; interrupted ones continue from their last checkpoint.
+        # Errored ones already used their FailureConfig retries: they stay recorded as failed.
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+        run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+        if run_config is not None:  # the pickled hook may point at the folder's old place
+            run_config.callbacks = [hook]
+        return tuner.fit()
+    searcher = make_searcher(spec, sqlite_storage(exp_dir / OPTUNA_DB))
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(spec), num_samples=spec.num_trials),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(storage),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=spec.metric,
+                                                    checkpoint_score_order=spec.mode),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            progress_reporter=_progress_reporter(spec),
+            verbose=1,
+            callbacks=[hook],
+        ),
+    )
+    return tuner.fit()
+
+
+# -- the command ----------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m study.run", description="Run a TOML study as a Ray Tune + Optuna search.")
+    p.add_argument("study", help="the study file, e.g. search_spaces/kl.toml")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="resume an unfinished study (error if there is none)")
+    again.add_argument("--fresh", action="store_true",
+                       help="move existing results aside (<name>.old-<timestamp>) and start over")
+    p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (overrides study.max_concurrent)")
+    p.add_argument("--storage", default="results", metavar="PATH",
+                   help="results folder; the study goes to PATH/<name>/ (default: results)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help=f"a seconds-long version: {SMOKE_TRIALS} trials of 2 short epochs, saved as <name>-smoke")
+    return p
+
+
+def _prepare(args: argparse.Namespace) -> tuple[StudySpec, Dataset | None]:
+    spec = load_spec(args.study)
+    if args.smoke_test:
+        spec = smoke_spec(spec)
+        spec.base_config()  # the smoke values must build too (ConfigError otherwise)
+    if args.max_concurrent is not None:
+        if args.max_concurrent < 1:
+            raise StudyError(args.study, "--max-concurrent", f"must be >= 1, got {args.max_concurrent}")
+        spec = dataclasses.replace(spec, max_concurrent=args.max_concurrent)
+    # One dataset for every trial, loaded (or generated) here so trials never race for it; when
+    # [space] searches a [data] key each trial loads its own.
+    searches_data = any(p.section == "data" for p in spec.space)
+    dataset = None if searches_data else load_dataset(spec.base_config().data)
+    return spec, dataset
+
+
+def _plan(spec: StudySpec, exp_dir: Path, args: argparse.Namespace) -> bool:
+    """Decide between a new study and a restore (True); refuse (StudyRunError) what would lose data."""
+    state = study_state(exp_dir)
+    hint_report = f"python -m study.report {exp_dir}"
+    if args.fresh and state != "new":
+        aside = move_aside(exp_dir)
+        print(f"moved the old results aside to {aside}")
+        return False
+    if state == "finished":
+        if args.resume:
+            raise StudyRunError(f"{exp_dir} holds a finished study: nothing to resume. Use --fresh to move it "
+                                f"aside and start over; `{hint_report}` rebuilds its report")
+        raise StudyRunError(f"{exp_dir} already holds a finished study. Use --fresh to move it aside and start "
+                            f"over, or --storage/[study] name to run it elsewhere; `{hint_report}` rebuilds its report")
+    if state == "foreign":
+        raise StudyRunError(f"{exp_dir} exists but holds no Ray Tune experiment of this tool; move it away or "
+                            f"use --fresh (which renames it, deleting nothing)")
+    if state == "unfinished":
+        if not _same_study(exp_dir, spec):
+            raise StudyRunError(f"{spec.path} changed since {exp_dir} was started (its copy is {exp_dir / STUDY_COPY}); "
+                                f"a resumed study keeps its first definition. Restore the file, or use --fresh")
+        if args.max_concurrent is not None:
+            print("note: --max-concurrent applies to new studies; a resumed one keeps its limit")
+        print(f"resuming the unfinished study in {exp_dir}")
+        return True
+    if args.resume:
+        raise StudyRunError(f"nothing to resume: {exp_dir} holds no unfinished study (run without --resume to start it)")
+    if state == "stale":  # a start that died before the Tune experiment existed: no trial to lose
+        with contextlib.suppress(FileNotFoundError):
+            (exp_dir / OPTUNA_DB).unlink()
+    return False
+
+
+def _all_ended(results: Any, expected: int) -> tuple[bool, str]:
+    n = len(results)
+    ended = results.num_terminated + results.num_errors
+    ok = ended == n and n >= expected
+    return ok, f"{n} of {expected} trials created, {results.num_terminated} terminated, {results.num_errors} errored"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        spec, dataset = _prepare(args)
+    except StudyError as e:
+        return main_error(e)
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {args.study}: {e}", file=sys.stderr)
+        return 2
+
+    storage = Path(args.storage).expanduser().resolve()
+    exp_dir = storage / spec.name
+    problem = storage_problem(storage)
+    if problem:
+        print(f"error: --storage {args.storage}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        restore = _plan(spec, exp_dir, args)
+    except StudyRunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    if not restore:  # a resumed study keeps the copy it was started with
+        (exp_dir / STUDY_COPY).write_text(spec.raw_text, encoding="utf-8")
+
+    searched = [p.name for p in spec.space if p.kind != "fixed"]
+    print(f"study {spec.name}: {spec.num_trials} trials ({spec.sampler} over {', '.join(searched) or 'nothing'}"
+          f"{f', {len(spec.seeds)} seeds each' if len(spec.seeds) > 1 else ''}), {spec.metric} ({spec.mode}), "
+          f"{spec.max_concurrent} at a time, {spec.cpus_per_trial:g} CPU each")
+    print(f"results: {exp_dir}")
+
+    # Tune's live table (CLIReporter) instead of the newer output engine, which cannot show
+    # define-by-run parameters; experiment state saved often, so a killed driver loses little.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    import ray
+
+    here = os.getcwd()
+    try:
+        start_ray(args.address, spec.cpus_per_trial)
+    except StudyRunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # In a Ray Job, ray.init can re-extract the job's working_dir under the driver, leaving it in a
+    # deleted folder where Tune fails when fit() ends (ray-project/ray#52343): re-enter it by path.
+    # Every path the study uses is absolute by now.
+    try:
+        os.chdir(here)
+    except OSError:
+        os.chdir(exp_dir)
+    try:
+        results = run_study(spec, storage, exp_dir, dataset, restore)
+        finished, counts = _all_ended(results, spec.num_trials)
+    finally:
+        ray.shutdown()
+
+    trials = read_trials(exp_dir, spec.metric, spec.mode)
+    best = pick_best(trials, spec)
+    best_toml = write_best_toml(best, spec, exp_dir) if best is not None else None
+    print_best(best, trials, spec, exp_dir, best_toml)
+    if finished:
+        (exp_dir / FINISHED).write_text(json.dumps({
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials": len(trials), "expected": spec.num_trials,
+            "terminated": results.num_terminated, "errored": results.num_errors, "smoke_test": args.smoke_test,
+        }, indent=2) + "\n", encoding="utf-8")
+    report = build_report(exp_dir)
+    if report is not None:
+        print(f"  report: {report}")
+    if not finished:
+        print(f"\nthe study is not finished ({counts}); run the same command again to resume it")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
