@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo demo-fresh test test-fast bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,21 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The default study on the embedded synthetic dataset, then its report. A finished study is not
+# rerun (nothing is overwritten): its report is rebuilt; `make demo-fresh` moves it aside and reruns.
+DEMO_STUDY := search_spaces/kl.toml
+DEMO_DIR   := results/kl
+
 demo: $(STAMP)
-	$(PY) -m cvae.train --config configs/demo.toml
+	@if [ -f $(DEMO_DIR)/finished.json ]; then \
+		echo "$(DEMO_DIR) is finished; rebuilding its report (make demo-fresh reruns the study)"; \
+		$(PY) -m study.report $(DEMO_DIR); \
+	else \
+		$(PY) -m study.run $(DEMO_STUDY); \
+	fi
+
+demo-fresh: $(STAMP)
+	$(PY) -m study.run $(DEMO_STUDY) --fresh
 
 test: $(STAMP)
 	$(PY) -m pytest
