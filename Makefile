@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: demo demo-fresh test test-fast bench clean-venv
+.PHONY: demo demo-fresh test test-fast test-cluster bench bench-study clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not ray and not cluster and not browser"
 
+test-cluster: $(STAMP)
+	$(PY) -m pytest -m cluster
+
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
+
+bench-study: $(STAMP)
+	$(PY) benchmarks/study_overhead.py
+	$(PY) benchmarks/asha_savings.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib
 import json
 import logging
 import math
@@ -37,8 +36,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-from ray.tune import Callback
 
 from cvae.config import ConfigError
 from cvae.data import Dataset, DatasetError, load_dataset
@@ -303,85 +300,15 @@ def print_best(best: Best | None, trials: Sequence[TrialRecord], spec: StudySpec
 
 
 # -- the report (written by study.report, if present) --------------------------------------------
-def _report_module() -> Any | None:
-    # Looked up at run time: the report is optional and must never break a study.
-    try:
-        return importlib.import_module("study.report")
-    except ModuleNotFoundError as e:
-        if e.name == "study.report":
-            log.warning("study.report is not available: no report.html")
-        else:
-            log.warning("study.report cannot be imported (%s): no report.html", e)
-    except Exception as e:  # noqa: BLE001 - any import problem only costs the report
-        log.warning("study.report cannot be imported (%s: %s): no report.html", type(e).__name__, e)
-    return None
-
-
 def build_report(exp_dir: Path) -> Path | None:
-    """study.report.build_report(exp_dir), or None (with a warning) if missing or failing."""
-    module = _report_module()
-    if module is None or not hasattr(module, "build_report"):
-        return None
+    """study.report.build_report(exp_dir), or None with a warning: a report never fails a study."""
     try:
-        return Path(module.build_report(exp_dir))
-    except Exception as e:  # noqa: BLE001
+        from study.report import build_report as build
+
+        return Path(build(exp_dir))
+    except Exception as e:  # noqa: BLE001 - any failure only costs the report; the results are intact
         log.warning("building the report failed (%s: %s); the results are intact", type(e).__name__, e)
         return None
-
-
-class ReportHook(Callback):
-    """Forwards Tune's callbacks to study.report.ReportCallback, if that exists, and swallows its
-    errors (a report must never fail a study). Only the study path is pickled into tuner.pkl, so a
-    restore does not depend on the report code being unchanged."""
-
-    def __init__(self, study_dir: str) -> None:
-        self.study_dir = study_dir
-        self._inner: Any = None
-        self._broken = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"study_dir": self.study_dir, "_inner": None, "_broken": False}
-
-    def _target(self) -> Any:
-        if self._inner is None and not self._broken:
-            module = _report_module()
-            cls = getattr(module, "ReportCallback", None) if module else None
-            if cls is None:
-                self._broken = True
-                return None
-            try:
-                try:
-                    self._inner = cls(Path(self.study_dir))
-                except TypeError:
-                    self._inner = cls()
-            except Exception as e:  # noqa: BLE001
-                log.warning("study.report.ReportCallback failed to start (%s); no live report", e)
-                self._broken = True
-        return self._inner
-
-    def _forward(self, name: str, **info: Any) -> None:
-        target = self._target()
-        if target is None:
-            return
-        try:
-            getattr(target, name)(**info)
-        except Exception as e:  # noqa: BLE001
-            log.warning("report callback %s failed (%s: %s); the study goes on", name, type(e).__name__, e)
-
-    def setup(self, **info: Any) -> None:
-        self._forward("setup", **info)
-
-    def on_trial_result(self, **info: Any) -> None:
-        self._forward("on_trial_result", **info)
-
-    def on_trial_complete(self, **info: Any) -> None:
-        self._forward("on_trial_complete", **info)
-
-    def on_trial_error(self, **info: Any) -> None:
-        self._forward("on_trial_error", **info)
-
-    def on_experiment_end(self, **info: Any) -> None:
-        self._forward("on_experiment_end", **info)
 
 
 # -- Ray ------------------------------------------------------------------------------------------
@@ -445,7 +372,9 @@ def run_study(spec: StudySpec, storage: Path, exp_dir: Path, dataset: Dataset | 
 
     trainable = tune.with_resources(tune.with_parameters(train_cvae, spec=spec, dataset=dataset),
                                     {"cpu": spec.cpus_per_trial})
-    hook = ReportHook(str(exp_dir))
+    from study.report import ReportCallback
+
+    hook = ReportCallback(exp_dir)  # rebuilds report.html as trials end; logs, never raises
     if restore:
         # Finished trials stay as they are; interrupted ones continue from their last checkpoint.
         # Errored ones already used their FailureConfig retries: they stay recorded as failed.
@@ -590,9 +519,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyRunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    # In a Ray Job, ray.init can re-extract the job's working_dir under the driver, leaving it in a
-    # deleted folder where Tune fails when fit() ends (ray-project/ray#52343): re-enter it by path.
-    # Every path the study uses is absolute by now.
+    # A Ray Job's driver runs in the job's working_dir, which Ray may delete and re-extract under it
+    # (seen on a one-machine cluster whose nodes share a temp dir; ray-project/ray#52343 looks alike);
+    # Tune then fails when fit() ends. Re-enter the folder by path; every study path is absolute by now.
     try:
         os.chdir(here)
     except OSError:

@@ -1,0 +1,225 @@
+"""Scale-out on a real 2-node Ray cluster on loopback (marked cluster): the study joins it with
+`--address`, its trials spread over both nodes and the results are complete; the same study
+submitted as a Ray Job runs to SUCCEEDED, and the job API wants the token.
+
+Both nodes are `ray start --block` processes in their own sessions, started here and killed here
+by process group (never `ray stop`, which would end every Ray on the machine).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from cvae.train import verify_checkpoint
+from study.spec import load_spec
+from study_helpers import (ROOT, SMOKE, _session_pids, checkpoints, result_rows, run_cli, study_cmd, tail, trial_dirs,
+                           trial_statuses)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+VENV_BIN = Path(sys.executable).parent
+RAY_BIN = VENV_BIN / "ray"
+START_TIMEOUT_S = 120
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _node_ports() -> list[str]:
+    # Every fixed-default port Ray would otherwise take, so this cluster never collides with another
+    # Ray on the machine (another test's, or a user's).
+    names = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
+    return [f"{name}={port}" for name, port in zip(names, _free_ports(len(names)))]
+
+
+@dataclass
+class Cluster:
+    """A running 2-node loopback cluster started by this module."""
+
+    address: str  # GCS address for `--address` / ray.init
+    dashboard: str  # http://127.0.0.1:<port>
+    token: str
+    env: dict[str, str]  # environment for CLI calls against it (token auth on)
+    root: Path  # scratch folder of this module (temp dirs, logs, results)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def log_tails(self) -> str:
+        return "\n".join(f"--- {p.name}\n{tail(p, 2000)}" for p in self.logs)
+
+
+def _ray_env(cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env["RAY_AUTH_MODE"] = "token"
+    env["CVAE_CACHE"] = str(cache)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Jobs run their entrypoint with the nodes' PATH: the venv's python (and ray) come first.
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    f = log.open("wb")
+    return subprocess.Popen([str(RAY_BIN), "start", "--block", "--disable-usage-stats", *args], env=env,
+                            stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _alive_nodes(address: str, env: dict[str, str]) -> int:
+    code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print('NODES', sum(n['Alive'] for n in ray.nodes()))")
+    r = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True, timeout=90)
+    m = re.search(r"NODES (\d+)", r.stdout)
+    return int(m.group(1)) if m else 0
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    """SIGTERM then SIGKILL every process of the sessions we started; the pids still alive after that."""
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 15.0)):
+        for p in procs:
+            for pid in [p.pid, *_session_pids(p.pid)]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(_session_pids(p.pid) for p in procs):
+            time.sleep(0.3)
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=1)
+    return [pid for p in procs for pid in _session_pids(p.pid)]
+
+
+@pytest.fixture(scope="module")
+def cluster(cache_dir: Path) -> Iterator[Cluster]:
+    # A short root: Ray's unix sockets live under the temp dir and their paths must stay < 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))
+    env = _ray_env(cache_dir)
+    subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True, timeout=60)
+    token = subprocess.run([str(RAY_BIN), "get-auth-token"], env=env, capture_output=True, text=True, check=True,
+                           timeout=60).stdout.strip()
+    gcs, dash, client = _free_ports(3)
+    c = Cluster(address=f"127.0.0.1:{gcs}", dashboard=f"http://127.0.0.1:{dash}", token=token, env=env, root=root)
+    try:
+        head_log, worker_log = root / "head.log", root / "worker.log"
+        c.logs += [head_log, worker_log]
+        c.procs.append(_start_node(
+            ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={dash}", f"--ray-client-server-port={client}", f"--temp-dir={root / 'h'}",
+             "--object-store-memory=100000000", *_node_ports()], env, head_log))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _alive_nodes(c.address, env) < 1:
+            assert time.monotonic() < deadline and c.procs[0].poll() is None, f"head did not start\n{c.log_tails()}"
+            time.sleep(1)
+        c.procs.append(_start_node(
+            [f"--address={c.address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={root / 'w'}",
+             "--object-store-memory=100000000", *_node_ports()], env, worker_log))
+        while _alive_nodes(c.address, env) < 2:
+            assert time.monotonic() < deadline and c.procs[1].poll() is None, f"2nd node did not join\n{c.log_tails()}"
+            time.sleep(1)
+        yield c
+    finally:
+        left = _stop(c.procs)
+        shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"processes of the test cluster survived the teardown: {left}"
+
+
+def _http(url: str, token: str | None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = resp.read()
+            return resp.status, json.loads(body) if body else None
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, None
+
+
+def test_study_spreads_over_both_nodes_and_completes(cluster: Cluster, cache_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = cluster.root / "driver"
+    cwd.mkdir()
+    storage = cluster.root / "results"
+    env_cmd = study_cmd(SMOKE, "--address", cluster.address, "--storage", str(storage))
+    # As a user types it, but with the cluster's token mode (a `ray start` cluster is token-only if
+    # started so, and then its drivers must say so too).
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    r = run_cli(env_cmd, cwd, cache_dir, timeout=240)
+    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}\n{cluster.log_tails()}"
+    assert f"joined the Ray cluster at {cluster.address} (2 CPUs)" in r.stdout
+    spec = load_spec(SMOKE)
+    exp = storage / spec.name
+    trials = trial_dirs(exp)
+    assert len(trials) == spec.num_trials
+    epochs = spec.base_config().train.epochs
+    nodes = set()
+    for trial in trials:
+        rows = result_rows(trial)
+        assert [row["epoch"] for row in rows] == list(range(epochs)), trial.name
+        nodes |= {row["node_id"] for row in rows}
+        kept = checkpoints(trial)
+        assert kept, trial.name
+        for ckpt in kept:
+            verify_checkpoint(ckpt)
+    assert len(nodes) == 2, f"all trials ran on one node: {nodes}"
+    assert set(trial_statuses(exp).values()) == {"TERMINATED"}
+    assert (exp / "finished.json").exists() and (exp / "best.toml").exists()
+
+
+def test_study_as_a_ray_job(cluster: Cluster) -> None:
+    storage = cluster.root / "job-results"
+    python = VENV_BIN / "python"
+    runtime_env = {"excludes": [".venv", "results", ".git", ".pytest_cache", "*.egg-info"],
+                   "env_vars": {"CVAE_CACHE": cluster.env["CVAE_CACHE"]}}
+    r = subprocess.run(
+        [str(RAY_BIN), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(ROOT),
+         "--runtime-env-json", json.dumps(runtime_env), "--no-wait", "--",
+         str(python), "-m", "study.run", "search_spaces/smoke.toml", "--smoke-test", "--storage", str(storage)],
+        env=cluster.env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    m = re.search(r"'(raysubmit_\w+)'", r.stdout + r.stderr)
+    assert m, r.stdout + r.stderr
+    job_url = f"{cluster.dashboard}/api/jobs/{m.group(1)}"
+    assert _http(job_url, None)[0] == 401
+    deadline = time.monotonic() + 240
+    status = None
+    while time.monotonic() < deadline:
+        code, body = _http(job_url, cluster.token)
+        assert code == 200, code
+        status = body["status"]
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        time.sleep(2)
+    logs = _http(f"{job_url}/logs", cluster.token)[1] or {}
+    assert status == "SUCCEEDED", f"job {status}\n{str(logs.get('logs', ''))[-4000:]}"
+    exp = storage / "smoke-smoke"
+    assert len(trial_dirs(exp)) == 2 and (exp / "finished.json").exists()
+    assert "best configuration" in str(logs.get("logs", ""))

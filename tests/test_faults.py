@@ -1,0 +1,143 @@
+"""Fault tolerance proven by breaking things (marked ray): a corrupt checkpoint file in a killed
+study, a storage too small to hold one, and a diverged trial as the analysis and report show it.
+
+Already covered in test_study_run.py and not repeated here: SIGKILL of the driver + resume, a
+killed trial worker (retry from checkpoint), a diverged trial's results, a corrupt checkpoint at
+unit level, unwritable storage.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cvae.train import STATE_FILE, verify_checkpoint
+from study.analyze import analyze
+from study_helpers import (_session_pids, checkpoints, kill_session, result_rows, run_cli, start_cli, study_cmd,
+                           trial_dirs, trial_statuses, wait_for, write_study)
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _signal_trial_workers(sid: int, sig: int) -> list[int]:
+    """Send `sig` to the Ray Tune trial actors (`ray::ImplicitFunc...`) of session `sid`."""
+    done = []
+    for pid in _session_pids(sid):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                os.kill(pid, sig)
+                done.append(pid)
+    return done
+
+
+def _offered_checkpoint(exp: Path, trial_id: str) -> Path | None:
+    """The checkpoint Tune will hand this trial on restore: the latest one in the saved experiment state."""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    states = sorted(exp.glob("experiment_state-*.json"))
+    if not states:
+        return None
+    for trial_json, meta_json in json.loads(states[-1].read_text())["trial_data"]:
+        if json.loads(trial_json)["trial_id"] == trial_id:
+            latest = _TrainingRunMetadata.from_json_state(meta_json).checkpoint_manager.latest_checkpoint_result
+            return Path(latest.checkpoint.path) if latest else None
+    return None
+
+
+def test_corrupt_checkpoint_file_after_a_kill_resumes_from_a_good_one(tmp_path: Path, cache_dir: Path) -> None:
+    epochs = 6
+    study = write_study(tmp_path / "corrupt.toml", study={"name": "corrupt", "num_samples": 1, "max_concurrent": 1},
+                        train={"epochs": epochs})
+    exp = tmp_path / "results" / "corrupt"
+    log = tmp_path / "first.log"
+    proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
+
+    def second_checkpoint_on_record() -> Path | None:
+        # The experiment state must already name a checkpoint that has an older one beside it.
+        with contextlib.suppress(Exception):  # files mid-write
+            for trial in trial_dirs(exp):
+                offered = _offered_checkpoint(exp, result_rows(trial)[0]["trial_id"])
+                if offered and any(p.name < offered.name for p in checkpoints(trial)):
+                    return offered
+        return None
+
+    try:
+        wait_for(lambda: exp.is_dir() and any(len(checkpoints(t)) >= 2 for t in trial_dirs(exp)), 240,
+                 "two checkpoints of the trial", proc, log)
+        # Freeze the trial so the driver's saved state catches up with what is on disk (it lags by
+        # up to a second and prunes checkpoints meanwhile), then kill everything.
+        assert _signal_trial_workers(proc.pid, signal.SIGSTOP), "no trial worker found in the study's session"
+        wait_for(lambda: (c := second_checkpoint_on_record()) and c.is_dir(), 60, "a second recorded checkpoint",
+                 proc, log)
+    finally:
+        kill_session(proc)
+    (trial,) = trial_dirs(exp)
+    trial_id = result_rows(trial)[0]["trial_id"]
+    assert trial_statuses(exp).get(trial_id) != "TERMINATED", "killed too late: the trial had finished"
+    target = _offered_checkpoint(exp, trial_id)
+    assert target is not None and target.is_dir(), f"no checkpoint recorded in the experiment state: {target}"
+    assert any(p.name < target.name for p in checkpoints(trial)), "no older checkpoint left to fall back to"
+    corrupt_epoch = json.loads((target / "manifest.json").read_text())["epoch"]
+    state = target / STATE_FILE
+    good = state.read_bytes()
+    garbage = bytearray(good)
+    garbage[len(garbage) // 2: len(garbage) // 2 + 4096] = b"\xde\xad\xbe\xef" * 1024  # overwritten in place
+    state.write_bytes(bytes(garbage))
+
+    r = run_cli(study_cmd(study), tmp_path, cache_dir)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    assert "resuming the unfinished study" in r.stdout
+    assert "CORRUPT CHECKPOINT" in out and str(state) in out, out[-4000:]
+    assert "resuming from the previous good one" in out
+    rows = result_rows(trial)
+    assert sorted({row["epoch"] for row in rows}) == list(range(epochs))
+    resumed = [row for row in rows if row["iterations_since_restore"] == 1 and row["training_iteration"] > 1]
+    assert resumed and resumed[-1]["epoch"] <= corrupt_epoch, "the resumed run skipped the corrupt epoch's training"
+    assert trial_statuses(exp) == {trial_id: "TERMINATED"}
+    for ckpt in checkpoints(trial):  # what is kept now was written by the resumed run: never the garbage
+        verify_checkpoint(ckpt)
+        assert (ckpt / STATE_FILE).read_bytes() != bytes(garbage)
+
+
+def test_storage_without_free_space_is_refused_before_ray(tmp_path: Path, cache_dir: Path) -> None:
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 64 KB tmpfs here (needs root and CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        r = run_cli(study_cmd(write_study(tmp_path / "s.toml"), "--storage", str(tiny / "results")), tmp_path,
+                    cache_dir, timeout=120)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"--storage {tiny / 'results'}" in r.stderr and "MB free" in r.stderr, r.stderr
+        assert "Ray" not in r.stdout and not (tiny / "results" / "smoke").exists()
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)
+
+
+@pytest.fixture(scope="module")
+def diverged_study(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    cwd = tmp_path_factory.mktemp("diverged")
+    study = write_study(cwd / "diverge.toml", study={"name": "diverge", "num_samples": 1},
+                        search={"sampler": "grid"}, space={"lr": {"choices": [1e-3, 1e30]}})
+    r = run_cli(study_cmd(study), cwd, cache_dir)
+    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return cwd / "results" / "diverge"
+
+
+def test_diverged_trial_is_marked_in_the_analysis_and_the_report(diverged_study: Path) -> None:
+    trials = analyze(diverged_study).trials
+    status = dict(zip(trials["lr"].to_list(), trials["status"].to_list()))
+    assert status == {1e30: "diverged", 1e-3: "completed"}, trials
+    html = (diverged_study / "report.html").read_text(encoding="utf-8")
+    assert "diverged" in html
+    summary = trials.filter(pl.col("status") == "diverged")
+    assert summary.height == 1
