@@ -1,5 +1,5 @@
 """Run a study: `python -m study.run STUDY.toml [--resume | --fresh] [--address ADDR] [--max-concurrent N]
-[--storage PATH] [--smoke-test]`.
+[--storage PATH_OR_URI] [--smoke-test]`.
 
 The TOML is parsed and checked (study.spec) and its dataset loaded before Ray starts: a bad file
 exits with code 2 and touches nothing under results/. Then a local Ray (dashboard on 127.0.0.1,
@@ -10,6 +10,7 @@ results/<study>/ holds Ray Tune's experiment (one folder per trial: params.json,
 progress.csv, checkpoint_NNNNNN/ with psnr_per_frame.json), a copy of the study file (study.toml),
 the Optuna study (optuna.db), and once every trial has ended finished.json, best.toml (the best
 configuration as a single-run config) and report.html (if study.report is available).
+--storage may also be a URI pyarrow understands (s3://bucket/prefix, ...): see study.storage.
 
 Re-running a study: unfinished -> resumed (Tuner.restore, searcher state included); finished ->
 refused unless --fresh, which moves the old folder aside as <name>.old-<timestamp>.
@@ -30,7 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +41,7 @@ else:  # pragma: no cover
 from cvae.config import ConfigError
 from cvae.data import Dataset, DatasetError, load_dataset
 from study.spec import StudyError, StudySpec, load_spec, main_error
+from study.storage import RemoteStorage, StorageError, is_uri, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +69,22 @@ def study_state(exp_dir: Path) -> str:
     """What exp_dir holds: "new" (nothing), "finished" (finished.json), "unfinished" (a restorable
     Tune experiment without finished.json), "stale" (a start that never created the experiment)
     or "foreign" (files this tool did not write)."""
-    if not exp_dir.exists() or (exp_dir.is_dir() and not any(exp_dir.iterdir())):
-        return "new"
+    if not exp_dir.exists():
+        return state_of(None)
     if not exp_dir.is_dir():
         return "foreign"
-    if (exp_dir / FINISHED).is_file():
+    return state_of({p.name for p in exp_dir.iterdir()})
+
+
+def state_of(names: set[str] | None) -> str:
+    """study_state from the entry names of a study folder (None: no such folder)."""
+    if not names:
+        return "new"
+    if FINISHED in names:
         return "finished"
-    if (exp_dir / TUNER_STATE).is_file():
+    if TUNER_STATE in names:
         return "unfinished"
-    if {p.name for p in exp_dir.iterdir()} <= {STUDY_COPY, OPTUNA_DB}:
+    if names <= {STUDY_COPY, OPTUNA_DB}:
         return "stale"
     return "foreign"
 
@@ -113,13 +122,92 @@ def storage_problem(storage: Path) -> str | None:
     return None
 
 
-def _same_study(exp_dir: Path, spec: StudySpec) -> bool:
+def _same_study(copy_text: str | None, spec: StudySpec) -> bool:
     # Compare parsed TOML, so edited comments or layout do not count as a change.
     try:
-        old = tomllib.loads((exp_dir / STUDY_COPY).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+        old = tomllib.loads(copy_text) if copy_text is not None else None
+    except tomllib.TOMLDecodeError:
+        old = None
+    if old is None:
         return True  # no copy to compare with (an older layout): trust the user
     return old == tomllib.loads(spec.raw_text)
+
+
+@dataclass
+class Place:
+    """Where one study's results live: a local folder, or a URI with a local mirror (study.storage).
+
+    exp_dir is the folder the driver reads and writes (the study folder itself, or the mirror)."""
+
+    exp_dir: Path
+    remote: RemoteStorage | None = None
+
+    @property
+    def name(self) -> str:
+        return self.exp_dir.name
+
+    def shown(self) -> str:
+        return self.remote.show(self.name) if self.remote else str(self.exp_dir)
+
+    def state(self) -> str:
+        return state_of(self.remote.names(self.name)) if self.remote else study_state(self.exp_dir)
+
+    def move_aside(self) -> str:
+        if self.remote is None:
+            return str(move_aside(self.exp_dir))
+        aside = self.remote.move_aside(self.name)
+        shutil.rmtree(self.exp_dir, ignore_errors=True)  # the mirror is only a cache of the URI
+        return aside
+
+    def study_copy(self) -> str | None:
+        """The text of the study file the results were started with, if any."""
+        with contextlib.suppress(OSError, FileNotFoundError, UnicodeDecodeError):
+            if self.remote:
+                return self.remote.read_text(self.name, STUDY_COPY)
+            return (self.exp_dir / STUDY_COPY).read_text(encoding="utf-8")
+        return None
+
+    def prepare(self, restore: bool) -> None:
+        """Make exp_dir ready: for a URI, a fresh mirror (with the study's optuna.db on a resume)."""
+        if self.remote is not None:
+            shutil.rmtree(self.exp_dir, ignore_errors=True)
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            if restore and OPTUNA_DB in (self.remote.names(self.name) or set()):
+                self.remote.download_file(self.name, OPTUNA_DB, self.exp_dir)
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+
+    def push(self, *files: str) -> None:
+        """Upload these files of exp_dir to the URI (nothing for a local study)."""
+        if self.remote is None:
+            return
+        for f in files:
+            path = self.exp_dir / f
+            if f == OPTUNA_DB:
+                self.remote.upload_sqlite(path, self.name)
+            elif path.is_file():
+                self.remote.upload(path, self.name)
+
+    def pull(self) -> None:
+        """Copy the whole study from the URI into the mirror (nothing for a local study)."""
+        if self.remote is not None:
+            self.remote.download(self.name, self.exp_dir)
+
+    def location(self, local: Path) -> str:
+        """A path inside exp_dir as the user should look for it (on the URI for a remote study)."""
+        if self.remote is None:
+            return str(local)
+        with contextlib.suppress(ValueError):
+            return self.remote.show(self.name, *local.relative_to(self.exp_dir).parts)
+        return str(local)
+
+    def tune_storage(self) -> dict[str, Any]:
+        """RunConfig's storage arguments."""
+        if self.remote is None:
+            return {"storage_path": str(self.exp_dir.parent)}
+        return {"storage_path": self.remote.root, "storage_filesystem": self.remote.fs}
+
+    def tune_path(self) -> str:
+        return self.remote.path(self.name) if self.remote else str(self.exp_dir)
 
 
 # -- the smoke test ------------------------------------------------------------------------------
@@ -244,7 +332,7 @@ def pick_best(trials: Sequence[TrialRecord], spec: StudySpec) -> Best | None:
                 value=statistics.fmean(t.best for t in finite), per_seed=per_seed)
 
 
-def write_best_toml(best: Best, spec: StudySpec, exp_dir: Path) -> Path:
+def write_best_toml(best: Best, spec: StudySpec, exp_dir: Path, where: Callable[[Path], str] = str) -> Path:
     """results/<study>/best.toml: the best configuration as a `python -m cvae.train --config` file."""
     import tomli_w
 
@@ -261,7 +349,7 @@ def write_best_toml(best: Best, spec: StudySpec, exp_dir: Path) -> Path:
         lines.append(f"# Chosen by the mean over its {len(best.per_seed)} seeded trials: {best.value:.4g} "
                      f"({', '.join(f'seed {s}: {v:.4g}' for s, v in best.per_seed)}); train.seed is the best one's.")
     ckpt = best.trial.checkpoint
-    lines.append(f"# Best checkpoint: {ckpt if ckpt else '(none kept)'}")
+    lines.append(f"# Best checkpoint: {where(ckpt) if ckpt else '(none kept)'}")
     lines.append(f"# Rerun: python -m cvae.train --config {exp_dir / BEST}")
     path = exp_dir / BEST
     path.write_text("\n".join(lines) + "\n\n" + tomli_w.dumps(tables), encoding="utf-8")
@@ -273,7 +361,7 @@ def _fmt(v: Any) -> str:
 
 
 def print_best(best: Best | None, trials: Sequence[TrialRecord], spec: StudySpec, exp_dir: Path,
-               best_toml: Path | None) -> None:
+               best_toml: Path | None, where: Callable[[Path], str] = str) -> None:
     n_div = sum(t.diverged for t in trials)
     n_err = sum(t.errored and t.best is None for t in trials)
     print(f"\n{len(trials)} trials in {exp_dir}" + (f" ({n_div} diverged)" if n_div else "")
@@ -293,8 +381,9 @@ def print_best(best: Best | None, trials: Sequence[TrialRecord], spec: StudySpec
     if _finite(hold):
         print(f"  val/psnr_hold {hold:.2f} dB (repeating frame 0: the floor to beat), val/psnr "
               f"{best.trial.row.get('val/psnr', math.nan):.2f} dB")
-    print(f"  trial: {best.trial.path}")
-    print(f"  checkpoint: {best.trial.checkpoint}")
+    ckpt = best.trial.checkpoint
+    print(f"  trial: {where(best.trial.path)}")
+    print(f"  checkpoint: {where(ckpt) if ckpt else '(none kept)'}")
     if best_toml is not None:
         print(f"  rerun it alone: python -m cvae.train --config {best_toml}")
 
@@ -362,44 +451,72 @@ def _progress_reporter(spec: StudySpec) -> Any:
                        max_report_frequency=10, **ranked)
 
 
-def run_study(spec: StudySpec, storage: Path, exp_dir: Path, dataset: Dataset | None, restore: bool) -> Any:
-    """Fit a new Tune experiment for spec under storage (or restore the one in exp_dir) and return
-    Tune's ResultGrid."""
+def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool) -> Any:
+    """Fit a new Tune experiment for spec at `place` (or restore the one there) and return Tune's
+    ResultGrid."""
     from ray import tune
 
+    from study.report import ReportCallback
     from study.space import make_scheduler, make_searcher, sqlite_storage
     from study.trainable import train_cvae
 
     trainable = tune.with_resources(tune.with_parameters(train_cvae, spec=spec, dataset=dataset),
                                     {"cpu": spec.cpus_per_trial})
-    from study.report import ReportCallback
-
-    hook = ReportCallback(exp_dir)  # rebuilds report.html as trials end; logs, never raises
+    exp_dir = place.exp_dir
+    if place.remote is None:
+        hooks = [ReportCallback(exp_dir)]  # rebuilds report.html as trials end; logs, never raises
+    else:  # the trials' results are on the URI: the report is built once, at the end
+        hooks = [_push_callback(place)]
     if restore:
         # Finished trials stay as they are; interrupted ones continue from their last checkpoint.
         # Errored ones already used their FailureConfig retries: they stay recorded as failed.
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
+        tuner = tune.Tuner.restore(place.tune_path(), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False,
+                                   storage_filesystem=place.remote.fs if place.remote else None)
         run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
-        if run_config is not None:  # the pickled hook may point at the folder's old place
-            run_config.callbacks = [hook]
+        if run_config is not None:  # the pickled hooks may point at the folder's old place
+            run_config.callbacks = hooks
         return tuner.fit()
     searcher = make_searcher(spec, sqlite_storage(exp_dir / OPTUNA_DB))
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(spec), num_samples=spec.num_trials),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(spec), num_samples=spec.num_trials,
+                                    # one worker process per concurrent slot, kept across trials: a
+                                    # trial then skips process start, imports and the dataset fetch
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=str(storage),
+            **place.tune_storage(),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=spec.metric,
                                                     checkpoint_score_order=spec.mode),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             progress_reporter=_progress_reporter(spec),
             verbose=1,
-            callbacks=[hook],
+            callbacks=hooks,
         ),
     )
     return tuner.fit()
+
+
+def _push_callback(place: Place) -> Any:
+    """A Tune callback that uploads optuna.db to the study's URI whenever a trial ends."""
+    from ray.tune import Callback
+
+    class PushOptunaDb(Callback):
+        def _push(self) -> None:
+            try:
+                place.push(OPTUNA_DB)
+            except Exception as e:  # noqa: BLE001 - the URI copy catches up at the end
+                log.warning("uploading %s to %s failed (%s); retried when the next trial ends", OPTUNA_DB,
+                            place.shown(), e)
+
+        def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
+            self._push()
+
+        def on_trial_error(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
+            self._push()
+
+    return PushOptunaDb()
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -412,8 +529,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="move existing results aside (<name>.old-<timestamp>) and start over")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
     p.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (overrides study.max_concurrent)")
-    p.add_argument("--storage", default="results", metavar="PATH",
-                   help="results folder; the study goes to PATH/<name>/ (default: results)")
+    p.add_argument("--storage", default="results", metavar="PATH_OR_URI",
+                   help="results folder, or a URI pyarrow understands (s3://bucket/prefix, gs://..., file://...); "
+                        "the study goes to <storage>/<name>/ (default: results)")
     p.add_argument("--smoke-test", action="store_true",
                    help=f"a seconds-long version: {SMOKE_TRIALS} trials of 2 short epochs, saved as <name>-smoke")
     return p
@@ -435,37 +553,55 @@ def _prepare(args: argparse.Namespace) -> tuple[StudySpec, Dataset | None]:
     return spec, dataset
 
 
-def _plan(spec: StudySpec, exp_dir: Path, args: argparse.Namespace) -> bool:
+def _plan(spec: StudySpec, place: Place, args: argparse.Namespace) -> bool:
     """Decide between a new study and a restore (True); refuse (StudyRunError) what would lose data."""
-    state = study_state(exp_dir)
-    hint_report = f"python -m study.report {exp_dir}"
+    state = place.state()
+    where = place.shown()
+    hint_report = f"python -m study.report {place.exp_dir}"
     if args.fresh and state != "new":
-        aside = move_aside(exp_dir)
-        print(f"moved the old results aside to {aside}")
+        print(f"moved the old results aside to {place.move_aside()}")
         return False
     if state == "finished":
         if args.resume:
-            raise StudyRunError(f"{exp_dir} holds a finished study: nothing to resume. Use --fresh to move it "
+            raise StudyRunError(f"{where} holds a finished study: nothing to resume. Use --fresh to move it "
                                 f"aside and start over; `{hint_report}` rebuilds its report")
-        raise StudyRunError(f"{exp_dir} already holds a finished study. Use --fresh to move it aside and start "
+        raise StudyRunError(f"{where} already holds a finished study. Use --fresh to move it aside and start "
                             f"over, or --storage/[study] name to run it elsewhere; `{hint_report}` rebuilds its report")
     if state == "foreign":
-        raise StudyRunError(f"{exp_dir} exists but holds no Ray Tune experiment of this tool; move it away or "
+        raise StudyRunError(f"{where} exists but holds no Ray Tune experiment of this tool; move it away or "
                             f"use --fresh (which renames it, deleting nothing)")
     if state == "unfinished":
-        if not _same_study(exp_dir, spec):
-            raise StudyRunError(f"{spec.path} changed since {exp_dir} was started (its copy is {exp_dir / STUDY_COPY}); "
+        if not _same_study(place.study_copy(), spec):
+            raise StudyRunError(f"{spec.path} changed since {where} was started (its copy is {where}/{STUDY_COPY}); "
                                 f"a resumed study keeps its first definition. Restore the file, or use --fresh")
         if args.max_concurrent is not None:
             print("note: --max-concurrent applies to new studies; a resumed one keeps its limit")
-        print(f"resuming the unfinished study in {exp_dir}")
+        print(f"resuming the unfinished study in {where}")
         return True
     if args.resume:
-        raise StudyRunError(f"nothing to resume: {exp_dir} holds no unfinished study (run without --resume to start it)")
-    if state == "stale":  # a start that died before the Tune experiment existed: no trial to lose
+        raise StudyRunError(f"nothing to resume: {where} holds no unfinished study (run without --resume to start it)")
+    if state == "stale" and place.remote is None:  # a start that died before the Tune experiment existed
         with contextlib.suppress(FileNotFoundError):
-            (exp_dir / OPTUNA_DB).unlink()
+            (place.exp_dir / OPTUNA_DB).unlink()
     return False
+
+
+def _place(args: argparse.Namespace, spec: StudySpec) -> Place:
+    """Where the study goes, checked: StudyRunError (exit 2) if results cannot be written there."""
+    if is_uri(args.storage):
+        try:
+            remote = open_storage(args.storage)
+        except StorageError as e:
+            raise StudyRunError(f"--storage {args.storage}: {e}") from e
+        problem = remote.problem()
+        if problem:
+            raise StudyRunError(f"--storage {remote.show()}: {problem}")
+        return Place(remote.mirror(Path("results").resolve()) / spec.name, remote)
+    storage = Path(args.storage).expanduser().resolve()
+    problem = storage_problem(storage)
+    if problem:
+        raise StudyRunError(f"--storage {args.storage}: {problem}")
+    return Place(storage / spec.name)
 
 
 def _all_ended(results: Any, expected: int) -> tuple[bool, str]:
@@ -486,26 +622,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.study}: {e}", file=sys.stderr)
         return 2
 
-    storage = Path(args.storage).expanduser().resolve()
-    exp_dir = storage / spec.name
-    problem = storage_problem(storage)
-    if problem:
-        print(f"error: --storage {args.storage}: {problem}", file=sys.stderr)
-        return 2
     try:
-        restore = _plan(spec, exp_dir, args)
+        place = _place(args, spec)
+        restore = _plan(spec, place, args)
     except StudyRunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    exp_dir = place.exp_dir
+    place.prepare(restore)
     if not restore:  # a resumed study keeps the copy it was started with
         (exp_dir / STUDY_COPY).write_text(spec.raw_text, encoding="utf-8")
+        place.push(STUDY_COPY)
 
     searched = [p.name for p in spec.space if p.kind != "fixed"]
     print(f"study {spec.name}: {spec.num_trials} trials ({spec.sampler} over {', '.join(searched) or 'nothing'}"
           f"{f', {len(spec.seeds)} seeds each' if len(spec.seeds) > 1 else ''}), {spec.metric} ({spec.mode}), "
           f"{spec.max_concurrent} at a time, {spec.cpus_per_trial:g} CPU each")
-    print(f"results: {exp_dir}")
+    print(f"results: {place.shown()}" + (f" (local copy of the study's own files: {exp_dir})" if place.remote else ""))
 
     # Tune's live table (CLIReporter) instead of the newer output engine, which cannot show
     # define-by-run parameters; experiment state saved often, so a killed driver loses little.
@@ -527,15 +660,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError:
         os.chdir(exp_dir)
     try:
-        results = run_study(spec, storage, exp_dir, dataset, restore)
+        results = run_study(spec, place, dataset, restore)
         finished, counts = _all_ended(results, spec.num_trials)
     finally:
         ray.shutdown()
 
+    place.pull()  # a URI study: every trial's results and checkpoints into the mirror
     trials = read_trials(exp_dir, spec.metric, spec.mode)
     best = pick_best(trials, spec)
-    best_toml = write_best_toml(best, spec, exp_dir) if best is not None else None
-    print_best(best, trials, spec, exp_dir, best_toml)
+    best_toml = write_best_toml(best, spec, exp_dir, place.location) if best is not None else None
+    print_best(best, trials, spec, exp_dir, best_toml, place.location)
     if finished:
         (exp_dir / FINISHED).write_text(json.dumps({
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials": len(trials), "expected": spec.num_trials,
@@ -544,6 +678,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = build_report(exp_dir)
     if report is not None:
         print(f"  report: {report}")
+    if place.remote is not None:
+        place.push(OPTUNA_DB, BEST, "report.html", FINISHED)  # finished.json last: the URI's "complete" mark
+        print(f"  uploaded {OPTUNA_DB}, {BEST}, report.html{', ' + FINISHED if finished else ''} to {place.shown()}")
     if not finished:
         print(f"\nthe study is not finished ({counts}); run the same command again to resume it")
         return 1

@@ -1,0 +1,160 @@
+"""--storage as a URI (study/storage.py): a real S3-compatible server on loopback (moto's server,
+spoken to over HTTP by pyarrow's S3 client, as a user's S3/MinIO would be), the unit pieces against
+it, and a whole smoke study stored on it (marked ray)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from study.run import main, state_of
+from study.spec import load_spec
+from study.storage import StorageError, is_uri, open_storage
+from study_helpers import SMOKE, run_cli, study_cmd
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An S3 endpoint on 127.0.0.1 (moto_server, its own process) and the query string that points
+    pyarrow at it; the process is killed in teardown whatever happened."""
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start (exit {proc.poll()}); see {log.name}")
+            time.sleep(0.2)
+        yield f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)
+    return S3_ENV
+
+
+def make_bucket(query: str, bucket: str) -> None:
+    from pyarrow import fs
+
+    s3, _ = fs.FileSystem.from_uri(f"s3://{bucket}?{query}&allow_bucket_creation=true")
+    s3.create_dir(bucket)
+
+
+def test_is_uri() -> None:
+    assert is_uri("s3://bucket/prefix") and is_uri("file:///tmp/x") and is_uri("gs://b?x=1")
+    assert not is_uri("results") and not is_uri("/tmp/results") and not is_uri("./s3:/x")
+
+
+def test_unknown_scheme_is_a_clear_error() -> None:
+    with pytest.raises(StorageError, match="pyarrow cannot open nope://bucket/x"):
+        open_storage("nope://bucket/x")
+
+
+def test_state_of_names() -> None:
+    assert state_of(None) == "new" and state_of(set()) == "new"
+    assert state_of({"study.toml", "optuna.db"}) == "stale"
+    assert state_of({"study.toml", "tuner.pkl", "trial_1"}) == "unfinished"
+    assert state_of({"study.toml", "tuner.pkl", "finished.json"}) == "finished"
+    assert state_of({"notes.txt"}) == "foreign"
+
+
+def test_remote_storage_round_trip(s3_server: str, s3_env: dict[str, str], tmp_path: Path) -> None:
+    make_bucket(s3_server, "unit")
+    store = open_storage(f"s3://unit/studies/?{s3_server}")
+    assert store.root == "unit/studies" and store.show("kl") == "s3://unit/studies/kl"  # no query printed
+    assert store.problem() is None
+    assert store.mirror(tmp_path) == tmp_path / "s3" / "unit" / "studies"
+    assert store.names("kl") is None
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "study.toml").write_text("[study]\n")
+    (src / "sub" / "result.json").write_text('{"epoch": 1}\n')
+    store.upload(src / "study.toml", "kl")
+    store.upload(src / "sub" / "result.json", "kl", "trial_0")
+    assert store.names("kl") == {"study.toml", "trial_0"}
+    assert store.read_text("kl", "study.toml") == "[study]\n"
+    store.download("kl", tmp_path / "down")
+    assert (tmp_path / "down" / "trial_0" / "result.json").read_text() == '{"epoch": 1}\n'
+    aside = store.move_aside("kl")
+    assert aside.startswith("s3://unit/studies/kl.old-")
+    assert store.names("kl") is None
+    assert store.names(aside.rsplit("/", 1)[1]) == {"study.toml", "trial_0"}  # copied before the delete
+
+
+def test_missing_bucket_is_refused_before_ray(s3_server: str, s3_env: dict[str, str], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([str(SMOKE), "--storage", f"s3://no-such-bucket/studies?{s3_server}"]) == 2
+    err = capsys.readouterr().err
+    assert "--storage s3://no-such-bucket/studies" in err and "cannot write there" in err, err
+    assert "endpoint_override" not in err  # the query (where secrets may live) is never printed
+    assert not (tmp_path / "results").exists()
+    assert main([str(SMOKE), "--storage", "nope://x/y"]) == 2
+    assert "pyarrow cannot open nope://x/y" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_study_on_s3(s3_server: str, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """smoke.toml with --storage s3://...: trials write their results and checkpoints to the bucket,
+    the driver mirrors them for best.toml and the report and uploads those; a rerun is refused,
+    --fresh moves the old study aside on the bucket."""
+    make_bucket(s3_server, "studies")
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)
+    uri = f"s3://studies/lab4?{s3_server}"
+    r = run_cli(study_cmd(SMOKE, "--storage", uri), tmp_path, cache_dir)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "results: s3://studies/lab4/smoke" in r.stdout
+
+    store = open_storage(uri)
+    names = store.names("smoke")
+    assert {"study.toml", "optuna.db", "best.toml", "report.html", "finished.json", "tuner.pkl"} <= names, names
+    trials = sorted(n for n in names if (store.names("smoke", n) or set()) >= {"params.json", "result.json"})
+    n_trials, epochs = load_spec(SMOKE).num_trials, load_spec(SMOKE).base_config().train.epochs
+    assert len(trials) == n_trials, names
+    for t in trials:
+        rows = [json.loads(x) for x in store.read_text("smoke", t, "result.json").splitlines() if x.strip()]
+        assert [row["epoch"] for row in rows] == list(range(epochs))  # every epoch, 0-based
+        assert any(n.startswith("checkpoint_") for n in store.names("smoke", t))
+    assert json.loads(store.read_text("smoke", "finished.json"))["trials"] == n_trials
+    assert "# Best checkpoint: s3://studies/lab4/smoke/" in store.read_text("smoke", "best.toml")
+
+    mirror = tmp_path / "results" / "s3" / "studies" / "lab4" / "smoke"
+    assert (mirror / "report.html").stat().st_size > 10_000
+    assert (mirror / "best.toml").read_text() == store.read_text("smoke", "best.toml")
+
+    again = run_cli(study_cmd(SMOKE, "--storage", uri), tmp_path, cache_dir)
+    assert again.returncode == 2 and "s3://studies/lab4/smoke already holds a finished study" in again.stderr
+
+    fresh = run_cli(study_cmd(SMOKE, "--storage", uri, "--fresh"), tmp_path, cache_dir)
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    old = [n for n in store.names() if n.startswith("smoke.old-")]
+    assert len(old) == 1 and "finished.json" in store.names(old[0])
+    assert "finished.json" in store.names("smoke")
