@@ -846,6 +846,10 @@ def build_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 # -- the live report during a study -----------------------------------------------------------------
+def _lower_priority() -> None:  # in the report build's child process: trials come first
+    os.nice(10)
+
+
 def _callback_class() -> type:
     # Built on first use, so `python -m study.report` does not pay for importing Ray.
     from ray.tune import Callback
@@ -853,26 +857,88 @@ def _callback_class() -> type:
     class ReportCallback(Callback):
         """Rebuilds results/<study>/report.html whenever a trial completes or errors.
 
-        Holds only the study dir (cheap, picklable); every exception is logged, never raised: a
-        report must never break a study.
+        The rebuild runs as a background `python -m study.report` (niced), so Tune's loop never
+        waits for it: one build at a time, and one more if a trial ended meanwhile. It is polled on
+        every Tune step and waited for when the experiment ends. `background=False` builds inline.
+        Picklable (Tune saves its callbacks); every failure is logged, never raised: a report must
+        never break a study.
         """
 
-        def __init__(self, study_dir: str | Path) -> None:
+        def __init__(self, study_dir: str | Path, background: bool = True) -> None:
             self.study_dir = str(Path(study_dir).resolve())
+            self.background = background
+            self._proc: Any = None  # the running build: (Popen, its stderr file, why)
+            self._pending: str | None = None
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {"study_dir": self.study_dir, "background": self.background}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.__init__(state["study_dir"], state.get("background", True))
 
         def _rebuild(self, why: str) -> None:
+            if not self.background:
+                try:
+                    path = build_report(self.study_dir)
+                    # the driver's console is the user's view of a running study, as Tune's own table
+                    print(f"report updated ({why}): {path}", flush=True)
+                except Exception:  # noqa: BLE001
+                    log.exception("rebuilding the report of %s failed (the study goes on)", self.study_dir)
+                return
+            self._pending = why
+            self._poll()
+
+        def _poll(self) -> None:
+            """Collect a finished build; start the pending one if none runs."""
+            if self._proc is not None:
+                proc, err, why = self._proc
+                if proc.poll() is None:
+                    return
+                self._proc = None
+                err.seek(0)
+                tail = err.read().decode("utf-8", "replace")[-2000:]
+                err.close()
+                if proc.returncode == 0:
+                    print(f"report updated ({why}): {Path(self.study_dir) / REPORT_FILE}", flush=True)
+                else:
+                    log.error("rebuilding the report of %s failed (exit %s; the study goes on):\n%s",
+                              self.study_dir, proc.returncode, tail)
+            if self._pending is None:
+                return
+            why, self._pending = self._pending, None
+            import subprocess
+            import tempfile
+
+            err = tempfile.TemporaryFile()
             try:
-                path = build_report(self.study_dir)
-                # the driver's console is the user's view of a running study, as Tune's own table
-                print(f"report updated ({why}): {path}", flush=True)
-            except Exception:  # noqa: BLE001
-                log.exception("rebuilding the report of %s failed (the study goes on)", self.study_dir)
+                proc = subprocess.Popen([sys.executable, "-m", "study.report", self.study_dir],
+                                        stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_lower_priority)
+            except OSError:
+                err.close()
+                log.exception("starting the report build of %s failed (the study goes on)", self.study_dir)
+                return
+            self._proc = (proc, err, why)
+
+        def wait(self, timeout: float = 300.0) -> None:
+            """Let the running build (and a pending one) finish; stop a build that hangs."""
+            deadline = time.monotonic() + timeout
+            while self._proc is not None or self._pending is not None:
+                if self._proc is not None and time.monotonic() > deadline:
+                    self._proc[0].kill()
+                self._poll()
+                time.sleep(0.1)
 
         def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
             self._rebuild(f"trial {trial} completed")
 
         def on_trial_error(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
             self._rebuild(f"trial {trial} errored")
+
+        def on_step_end(self, iteration: int = 0, trials: Any = None, **info: Any) -> None:
+            self._poll()
+
+        def on_experiment_end(self, trials: Any = None, **info: Any) -> None:
+            self.wait()
 
     ReportCallback.__module__ = __name__
     ReportCallback.__qualname__ = "ReportCallback"

@@ -216,19 +216,49 @@ def test_report_callback(fake: Path, caplog: pytest.LogCaptureFixture, capsys: p
 
     from study.report import ReportCallback
 
-    cb = ReportCallback(fake)
+    cb = ReportCallback(fake, background=False)
     assert isinstance(cb, Callback)
     clone = pickle.loads(pickle.dumps(cb))
-    assert type(clone) is ReportCallback and clone.study_dir == str(fake.resolve())
+    assert type(clone) is ReportCallback and clone.study_dir == str(fake.resolve()) and not clone.background
     clone.on_trial_complete(iteration=1, trials=[], trial="t1")
     assert (fake / "report.html").is_file() and str(fake / "report.html") in capsys.readouterr().out
     (fake / "report.html").unlink()
     clone.on_trial_error(iteration=2, trials=[], trial="t2")
     assert (fake / "report.html").is_file()
-    broken = ReportCallback(fake / "missing")
+    broken = ReportCallback(fake / "missing", background=False)
     with caplog.at_level(logging.ERROR, logger="study.report"):
         broken.on_trial_complete(iteration=1, trials=[], trial="t3")  # logged, never raised
     assert "rebuilding the report" in caplog.text
+
+
+def test_report_callback_builds_in_the_background(fake: Path, caplog: pytest.LogCaptureFixture,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The default: a trial's end starts `python -m study.report` and returns at once; a second end
+    while it runs is coalesced into one more build; the experiment's end waits for both."""
+    from study.report import ReportCallback
+
+    cb = pickle.loads(pickle.dumps(ReportCallback(fake)))  # as Tune restores it: nothing running
+    assert cb.background
+    cb.on_trial_complete(iteration=1, trials=[], trial="t1")
+    first = cb._proc[0]
+    assert first.poll() is None  # still building: the Tune loop did not wait
+    cb.on_trial_complete(iteration=2, trials=[], trial="t2")
+    cb.on_trial_error(iteration=3, trials=[], trial="t3")
+    assert cb._proc[0] is first and cb._pending == "trial t3 errored"  # one build at a time, the latest reason
+    state = pickle.dumps(cb)  # a running build never goes into Tune's saved state
+    assert pickle.loads(state)._proc is None
+    cb.on_experiment_end(trials=[])
+    assert cb._proc is None and cb._pending is None
+    out = capsys.readouterr().out
+    assert "report updated (trial t1 completed)" in out and "report updated (trial t3 errored)" in out
+    assert "t2" not in out
+    assert (fake / "report.html").is_file()
+
+    broken = ReportCallback(fake / "missing")
+    with caplog.at_level(logging.ERROR, logger="study.report"):
+        broken.on_trial_complete(iteration=1, trials=[], trial="t4")
+        broken.wait()
+    assert "rebuilding the report" in caplog.text and "no such results dir" in caplog.text
 
 
 def test_cli(fake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
