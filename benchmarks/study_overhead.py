@@ -1,13 +1,16 @@
 """What the study harness costs: the same small trials run (a) as plain sequential `cvae.train.run`
 calls in one process with 1 thread, (b) through `python -m study.run` one at a time on 1 CPU each,
-and (c) through `python -m study.run` two at a time on 2 CPUs.
+(c) through `python -m study.run` two at a time on 2 CPUs, and (d) as two plain processes side by
+side, each running half of the trials: the speedup the machine itself allows for (c), without any
+harness (two trials on two cores share memory bandwidth and caches).
 
     python benchmarks/study_overhead.py [--trials 4] [--epochs 3] [--steps 10] [--dims 32,8,4,48]
 
 The trials are fixed: a grid over `tfr` with one value per trial, so (a), (b) and (c) train exactly
 the same configurations (same data, seed, checkpoints every epoch). Prints one JSON line per run,
 then one summary line: overhead (b)/(a) - 1 (target <= 0.10) and the same without Ray's start-up
-and shutdown (Tune's own "seconds for the tuning loop"), and speedup (a)/(c) (target >= 1.7).
+and shutdown (Tune's own "seconds for the tuning loop"), speedup (a)/(c) (target >= 1.7) and the
+machine's ceiling (a)/(d).
 """
 from __future__ import annotations
 
@@ -51,15 +54,31 @@ def write_study(path: Path, name: str, trials: int, epochs: int, steps: int, dim
     return path
 
 
-def plain(study: Path, out: Path) -> dict[str, float]:
-    """(a): every trial's config through cvae.train.run, one after the other, 1 thread."""
+def plain(study: Path, out: Path, part: int = 0, parts: int = 1) -> dict[str, float]:
+    """(a): every trial's config (or every `parts`-th from `part`) through cvae.train.run, one after
+    the other, 1 thread."""
     spec = load_spec(study)
     torch.set_num_threads(1)
     data = load_dataset(spec.base_config().data)  # loaded once, as the study's driver does
     start = time.perf_counter()
     for i, value in enumerate(spec.space[0].choices):
-        cfg = spec.config_for({"tfr": value}).replace(train={"threads": 1})
-        run(cfg, None, out / f"trial{i}", dataset=data)
+        if i % parts == part:
+            cfg = spec.config_for({"tfr": value}).replace(train={"threads": 1})
+            run(cfg, None, out / f"trial{i}", dataset=data)
+    return {"wall_s": time.perf_counter() - start}
+
+
+def plain_side_by_side(study: Path, out: Path) -> dict[str, float]:
+    """(d): two processes, each running half of the trials as in (a), at the same time."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, __file__, "--plain-part", str(study), str(out)]
+    start = time.perf_counter()
+    procs = [subprocess.Popen([*cmd, str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    for p in procs:
+        o, e = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"{' '.join(p.args)} failed ({p.returncode}):\n{o[-3000:]}\n{e[-3000:]}")
     return {"wall_s": time.perf_counter() - start}
 
 
@@ -83,6 +102,10 @@ def through_study(study: Path, storage: Path, concurrent: int) -> dict[str, floa
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--plain-part"]:  # (d)'s worker: --plain-part STUDY OUT PART
+        study, out, part = sys.argv[2:5]
+        plain(Path(study), Path(out), int(part), 2)
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=3)
@@ -102,6 +125,8 @@ def main() -> None:
         print(json.dumps({"run": "b_study_1_concurrent", **size, **b}), flush=True)
         c = through_study(study, tmp_path / "c", 2)
         print(json.dumps({"run": "c_study_2_concurrent", **size, **c}), flush=True)
+        d = plain_side_by_side(study, tmp_path / "d")
+        print(json.dumps({"run": "d_plain_2_side_by_side", **size, **d}), flush=True)
     print(json.dumps({
         "run": "summary", **size,
         "overhead": b["wall_s"] / a["wall_s"] - 1, "overhead_target": 0.10,
@@ -109,6 +134,7 @@ def main() -> None:
         "ray_startup_shutdown_s": b["wall_s"] - b["tuning_loop_s"],
         "speedup_2_concurrent": a["wall_s"] / c["wall_s"], "speedup_target": 1.7,
         "speedup_2_concurrent_excl_ray_startup": a["wall_s"] / c["tuning_loop_s"],
+        "speedup_ceiling_plain_side_by_side": a["wall_s"] / d["wall_s"],
     }), flush=True)
 
 

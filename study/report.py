@@ -858,23 +858,28 @@ def _callback_class() -> type:
         """Rebuilds results/<study>/report.html whenever a trial completes or errors.
 
         The rebuild runs as a background `python -m study.report` (niced), so Tune's loop never
-        waits for it: one build at a time, and one more if a trial ended meanwhile. It is polled on
-        every Tune step and waited for when the experiment ends. `background=False` builds inline.
+        waits for it: one build at a time, at most one start per `min_interval_s` (a build costs a
+        few CPU seconds that running trials would otherwise get), and one more if a trial ended
+        meanwhile. It is polled on every Tune step. When the experiment ends the running build is
+        waited for and a pending one dropped: `study.run` builds the final report right after
+        (with finished.json in place). `background=False` builds inline, every time.
         Picklable (Tune saves its callbacks); every failure is logged, never raised: a report must
         never break a study.
         """
 
-        def __init__(self, study_dir: str | Path, background: bool = True) -> None:
+        def __init__(self, study_dir: str | Path, background: bool = True, min_interval_s: float = 60.0) -> None:
             self.study_dir = str(Path(study_dir).resolve())
             self.background = background
+            self.min_interval_s = min_interval_s
             self._proc: Any = None  # the running build: (Popen, its stderr file, why)
             self._pending: str | None = None
+            self._last_start = -math.inf
 
         def __getstate__(self) -> dict[str, Any]:
-            return {"study_dir": self.study_dir, "background": self.background}
+            return {"study_dir": self.study_dir, "background": self.background, "min_interval_s": self.min_interval_s}
 
         def __setstate__(self, state: dict[str, Any]) -> None:
-            self.__init__(state["study_dir"], state.get("background", True))
+            self.__init__(state["study_dir"], state.get("background", True), state.get("min_interval_s", 60.0))
 
         def _rebuild(self, why: str) -> None:
             if not self.background:
@@ -903,9 +908,10 @@ def _callback_class() -> type:
                 else:
                     log.error("rebuilding the report of %s failed (exit %s; the study goes on):\n%s",
                               self.study_dir, proc.returncode, tail)
-            if self._pending is None:
+            if self._pending is None or time.monotonic() - self._last_start < self.min_interval_s:
                 return
             why, self._pending = self._pending, None
+            self._last_start = time.monotonic()
             import subprocess
             import tempfile
 
@@ -919,14 +925,21 @@ def _callback_class() -> type:
                 return
             self._proc = (proc, err, why)
 
-        def wait(self, timeout: float = 300.0) -> None:
-            """Let the running build (and a pending one) finish; stop a build that hangs."""
+        def wait(self, timeout: float = 300.0, pending: bool = True) -> None:
+            """Let the running build finish (and the pending one, unless pending=False: dropped);
+            stop a build that hangs."""
+            if not pending:
+                self._pending = None
+            self.min_interval_s, saved = 0.0, self.min_interval_s
             deadline = time.monotonic() + timeout
-            while self._proc is not None or self._pending is not None:
-                if self._proc is not None and time.monotonic() > deadline:
-                    self._proc[0].kill()
-                self._poll()
-                time.sleep(0.1)
+            try:
+                while self._proc is not None or self._pending is not None:
+                    if self._proc is not None and time.monotonic() > deadline:
+                        self._proc[0].kill()
+                    self._poll()
+                    time.sleep(0.1)
+            finally:
+                self.min_interval_s = saved
 
         def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
             self._rebuild(f"trial {trial} completed")
@@ -938,7 +951,7 @@ def _callback_class() -> type:
             self._poll()
 
         def on_experiment_end(self, trials: Any = None, **info: Any) -> None:
-            self.wait()
+            self.wait(pending=False)
 
     ReportCallback.__module__ = __name__
     ReportCallback.__qualname__ = "ReportCallback"

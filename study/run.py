@@ -50,6 +50,7 @@ OPTUNA_DB = "optuna.db"  # Optuna's RDB storage (sqlite): optuna.load_study(stud
 FINISHED = "finished.json"  # written when every trial has ended: the study is complete
 BEST = "best.toml"  # the best configuration as a single-run config for `python -m cvae.train`
 TUNER_STATE = "tuner.pkl"  # Ray Tune's restorable experiment marker
+REMOTE_SYNC_S = 10  # experiment-state upload period for a URI study (Tune's default is 300 s)
 MIN_FREE_BYTES = 64 * 2**20  # free space --storage must have before a study starts
 # Metrics shown in the live progress table (column title -> metric).
 TABLE_METRICS: dict[str, str] = {"epoch": "epoch", "val/psnr": "val/psnr", "val/psnr_hold": "hold",
@@ -487,6 +488,9 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
         run_config=tune.RunConfig(
             name=spec.name,
             **place.tune_storage(),
+            # Tune uploads its experiment state (what a resume reads) at most every sync_period;
+            # its default 300 s would let a killed driver of a URI study lose minutes of progress.
+            sync_config=tune.SyncConfig(sync_period=REMOTE_SYNC_S) if place.remote else None,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=spec.metric,
                                                     checkpoint_score_order=spec.mode),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),

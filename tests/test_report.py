@@ -233,28 +233,34 @@ def test_report_callback(fake: Path, caplog: pytest.LogCaptureFixture, capsys: p
 
 def test_report_callback_builds_in_the_background(fake: Path, caplog: pytest.LogCaptureFixture,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """The default: a trial's end starts `python -m study.report` and returns at once; a second end
-    while it runs is coalesced into one more build; the experiment's end waits for both."""
+    """The default: a trial's end starts `python -m study.report` and returns at once; ends while it
+    runs are coalesced into one more build, started no sooner than min_interval_s after the last."""
     from study.report import ReportCallback
 
-    cb = pickle.loads(pickle.dumps(ReportCallback(fake)))  # as Tune restores it: nothing running
-    assert cb.background
+    cb = pickle.loads(pickle.dumps(ReportCallback(fake, min_interval_s=3600)))  # as Tune restores it
+    assert cb.background and cb.min_interval_s == 3600
     cb.on_trial_complete(iteration=1, trials=[], trial="t1")
     first = cb._proc[0]
     assert first.poll() is None  # still building: the Tune loop did not wait
     cb.on_trial_complete(iteration=2, trials=[], trial="t2")
     cb.on_trial_error(iteration=3, trials=[], trial="t3")
     assert cb._proc[0] is first and cb._pending == "trial t3 errored"  # one build at a time, the latest reason
-    state = pickle.dumps(cb)  # a running build never goes into Tune's saved state
-    assert pickle.loads(state)._proc is None
-    cb.on_experiment_end(trials=[])
-    assert cb._proc is None and cb._pending is None
-    out = capsys.readouterr().out
-    assert "report updated (trial t1 completed)" in out and "report updated (trial t3 errored)" in out
-    assert "t2" not in out
+    assert pickle.loads(pickle.dumps(cb))._proc is None  # a running build never goes into Tune's state
+    first.wait(timeout=120)
+    cb.on_step_end(iteration=4, trials=[])
+    assert cb._proc is None and cb._pending == "trial t3 errored"  # collected; the next waits for the interval
+    assert "report updated (trial t1 completed)" in capsys.readouterr().out
     assert (fake / "report.html").is_file()
+    cb.wait()  # e.g. a caller with no final build of its own: the pending build runs now
+    assert cb._proc is None and cb._pending is None and cb.min_interval_s == 3600
+    assert "report updated (trial t3 errored)" in capsys.readouterr().out
 
-    broken = ReportCallback(fake / "missing")
+    cb.on_trial_complete(iteration=5, trials=[], trial="t5")  # within the interval: only pending
+    assert cb._proc is None and cb._pending == "trial t5 completed"
+    cb.on_experiment_end(trials=[])  # study.run builds the final report itself: pending dropped
+    assert cb._pending is None and "t5" not in capsys.readouterr().out
+
+    broken = ReportCallback(fake / "missing", min_interval_s=0)
     with caplog.at_level(logging.ERROR, logger="study.report"):
         broken.on_trial_complete(iteration=1, trials=[], trial="t4")
         broken.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from study.run import main, state_of
 from study.spec import load_spec
 from study.storage import StorageError, is_uri, open_storage
-from study_helpers import SMOKE, run_cli, study_cmd
+from study_helpers import SMOKE, kill_session, run_cli, start_cli, study_cmd, wait_for, write_study
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true",
           "AWS_DEFAULT_REGION": "us-east-1"}
@@ -158,3 +159,41 @@ def test_study_on_s3(s3_server: str, tmp_path: Path, cache_dir: Path, monkeypatc
     old = [n for n in store.names() if n.startswith("smoke.old-")]
     assert len(old) == 1 and "finished.json" in store.names(old[0])
     assert "finished.json" in store.names("smoke")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_killed_study_on_s3_resumes(s3_server: str, tmp_path: Path, cache_dir: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL the driver of a URI study once a checkpoint is on the bucket; the same command resumes
+    it from the bucket (a new, empty mirror) and every trial ends with all its epochs."""
+    make_bucket(s3_server, "resume")
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)
+    study = write_study(tmp_path / "resume.toml", study={"name": "resume", "num_samples": 3}, train={"epochs": 4})
+    uri = f"s3://resume/runs?{s3_server}"
+    store = open_storage(uri)
+
+    def a_checkpoint_uploaded() -> bool:
+        names = store.names("resume") or set()
+        return any(any(n.startswith("checkpoint_") for n in (store.names("resume", t) or ()))
+                   for t in names if t.startswith("train_cvae_"))
+
+    log = tmp_path / "first.log"
+    proc = start_cli(study_cmd(study, "--storage", uri), tmp_path, cache_dir, log)
+    try:
+        wait_for(a_checkpoint_uploaded, 240, "a checkpoint on the bucket", proc, log)
+    finally:
+        kill_session(proc)
+    assert "finished.json" not in (store.names("resume") or set())
+    shutil.rmtree(tmp_path / "results")  # the mirror is only a cache: the bucket is the record
+
+    r = run_cli(study_cmd(study, "--storage", uri), tmp_path, cache_dir)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "resuming the unfinished study in s3://resume/runs/resume" in r.stdout
+    names = store.names("resume")
+    trials = [t for t in names if t.startswith("train_cvae_")]
+    assert len(trials) == 3 and "finished.json" in names
+    for t in trials:
+        rows = [json.loads(x) for x in store.read_text("resume", t, "result.json").splitlines() if x.strip()]
+        assert sorted({row["epoch"] for row in rows}) == list(range(4)), t  # nothing lost
