@@ -169,12 +169,10 @@ class Place:
         return None
 
     def prepare(self, restore: bool) -> None:
-        """Make exp_dir ready: for a URI, a fresh mirror (with the study's optuna.db on a resume)."""
+        """Make exp_dir ready: for a URI, a fresh (empty) mirror."""
         if self.remote is not None:
             shutil.rmtree(self.exp_dir, ignore_errors=True)
             self.exp_dir.mkdir(parents=True, exist_ok=True)
-            if restore and OPTUNA_DB in (self.remote.names(self.name) or set()):
-                self.remote.download_file(self.name, OPTUNA_DB, self.exp_dir)
         self.exp_dir.mkdir(parents=True, exist_ok=True)
 
     def push(self, *files: str) -> None:
@@ -183,9 +181,7 @@ class Place:
             return
         for f in files:
             path = self.exp_dir / f
-            if f == OPTUNA_DB:
-                self.remote.upload_sqlite(path, self.name)
-            elif path.is_file():
+            if path.is_file():
                 self.remote.upload(path, self.name)
 
     def pull(self) -> None:
@@ -464,10 +460,9 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
     trainable = tune.with_resources(tune.with_parameters(train_cvae, spec=spec, dataset=dataset),
                                     {"cpu": spec.cpus_per_trial})
     exp_dir = place.exp_dir
-    if place.remote is None:
-        hooks = [ReportCallback(exp_dir)]  # rebuilds report.html as trials end; logs, never raises
-    else:  # the trials' results are on the URI: the report is built once, at the end
-        hooks = [_push_callback(place)]
+    # rebuilds report.html as trials end (logs, never raises); for a URI study the trials' results
+    # are on the URI: the report is built once, at the end
+    hooks = [ReportCallback(exp_dir)] if place.remote is None else []
     if restore:
         # Finished trials stay as they are; interrupted ones continue from their last checkpoint.
         # Errored ones already used their FailureConfig retries: they stay recorded as failed.
@@ -478,7 +473,10 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
         if run_config is not None:  # the pickled hooks may point at the folder's old place
             run_config.callbacks = hooks
         return tuner.fit()
-    searcher = make_searcher(spec, sqlite_storage(exp_dir / OPTUNA_DB))
+    # A URI study keeps its Optuna study in memory, so that Tune's saved searcher state (on the URI,
+    # what a resume reads) is its only copy and can never disagree with a separately uploaded
+    # sqlite file; optuna.db is exported from that state at the end (export_searcher_study).
+    searcher = make_searcher(spec, sqlite_storage(exp_dir / OPTUNA_DB) if place.remote is None else None)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(spec), num_samples=spec.num_trials,
@@ -500,27 +498,6 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
         ),
     )
     return tuner.fit()
-
-
-def _push_callback(place: Place) -> Any:
-    """A Tune callback that uploads optuna.db to the study's URI whenever a trial ends."""
-    from ray.tune import Callback
-
-    class PushOptunaDb(Callback):
-        def _push(self) -> None:
-            try:
-                place.push(OPTUNA_DB)
-            except Exception as e:  # noqa: BLE001 - the URI copy catches up at the end
-                log.warning("uploading %s to %s failed (%s); retried when the next trial ends", OPTUNA_DB,
-                            place.shown(), e)
-
-        def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
-            self._push()
-
-        def on_trial_error(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
-            self._push()
-
-    return PushOptunaDb()
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -669,7 +646,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         ray.shutdown()
 
-    place.pull()  # a URI study: every trial's results and checkpoints into the mirror
+    if place.remote is not None:  # every trial's results and checkpoints into the mirror, and optuna.db
+        from study.space import export_searcher_study
+
+        place.pull()
+        export_searcher_study(exp_dir, exp_dir / OPTUNA_DB, spec.name)
     trials = read_trials(exp_dir, spec.metric, spec.mode)
     best = pick_best(trials, spec)
     best_toml = write_best_toml(best, spec, exp_dir, place.location) if best is not None else None

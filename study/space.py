@@ -117,6 +117,26 @@ def sqlite_storage(path: str | Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{path}")
 
 
+def export_searcher_study(exp_dir: str | Path, db: str | Path, study_name: str) -> bool:
+    """Write the Optuna study held in a Tune experiment's newest searcher state
+    (`searcher-state-*.pkl`, the OptunaSearch Tune saved with the experiment) into the sqlite file
+    `db` as `study_name`, replacing any earlier export. For studies whose searcher keeps its
+    Optuna study in memory (URI storage): the export is then exactly what the search knew.
+    Returns False when the experiment has no searcher state."""
+    states = sorted(Path(exp_dir).glob("searcher-state-*.pkl"))
+    if not states:
+        return False
+    searcher = OptunaSearch()
+    searcher.restore(str(states[-1]))
+    db = Path(db).resolve()
+    tmp = db.with_name(f".{db.name}.export")
+    tmp.unlink(missing_ok=True)
+    optuna.copy_study(from_study_name=searcher._ot_study.study_name, from_storage=searcher._ot_study._storage,
+                      to_storage=f"sqlite:///{tmp}", to_study_name=study_name)
+    tmp.replace(db)
+    return True
+
+
 def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage | None = None) -> Searcher:
     """OptunaSearch over the study's space, repeated per seed if several, behind a ConcurrencyLimiter.
 

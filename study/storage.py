@@ -4,10 +4,10 @@
 trial's params, results and checkpoints, written by whichever node ran the trial) at
 `s3://bucket/studies/<name>/`. The driver keeps a local working copy of the study's own files,
 the mirror `results/<scheme>/<bucket/path>/<name>/`, because Optuna's sqlite file, the report and
-best.toml need a real folder: the mirror is filled from the URI before a resume and after the
-study, and the study's own files go back up (study.toml at the start, optuna.db after every trial,
-finished.json, best.toml and report.html at the end). The URI is always the record; the mirror can
-be deleted at any time.
+best.toml need a real folder: the mirror is filled from the URI after the study, and the study's
+own files go back up (study.toml at the start; optuna.db, exported from Tune's saved searcher
+state, finished.json, best.toml and report.html at the end). The URI is always the record (a
+resume reads only the URI); the mirror can be deleted at any time.
 
 Query parameters of the URI are pyarrow's (e.g. `?endpoint_override=127.0.0.1:9000&scheme=http`
 for an S3-compatible server); credentials come from the usual environment (AWS_ACCESS_KEY_ID, ...)
@@ -16,8 +16,6 @@ on every node. Printed locations leave the query out, as it may hold secrets.
 from __future__ import annotations
 
 import re
-import sqlite3
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -81,14 +79,6 @@ class RemoteStorage:
         pafs.copy_files(self.path(name), str(dest), source_filesystem=self.fs,
                         destination_filesystem=pafs.LocalFileSystem(), use_threads=True)
 
-    def download_file(self, name: str, file: str, dest: Path) -> None:
-        """Copy one file of the folder `name` into the local folder `dest`."""
-        from pyarrow import fs as pafs
-
-        dest.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(self.path(name, file), str(dest / file), source_filesystem=self.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
-
     # -- writing ----------------------------------------------------------------------------------
     def upload(self, local: Path, *parts: str) -> None:
         """Copy one local file to the folder `parts`, under its own name."""
@@ -96,20 +86,6 @@ class RemoteStorage:
 
         pafs.copy_files(str(local), self.path(*parts, local.name), source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
-
-    def upload_sqlite(self, db: Path, *parts: str) -> None:
-        """Upload a consistent snapshot of a sqlite file that may be open (sqlite's backup API)."""
-        if not db.is_file():
-            return
-        with tempfile.TemporaryDirectory(prefix="study-db-") as tmp:
-            snap = Path(tmp) / db.name
-            src, dst = sqlite3.connect(db), sqlite3.connect(snap)
-            try:
-                src.backup(dst)
-            finally:
-                src.close()
-                dst.close()
-            self.upload(snap, *parts)
 
     def move_aside(self, name: str) -> str:
         """Copy the folder `name` to `<name>.old-<timestamp>`, then delete the original (object stores

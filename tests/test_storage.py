@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -65,6 +65,17 @@ def make_bucket(query: str, bucket: str) -> None:
 
     s3, _ = fs.FileSystem.from_uri(f"s3://{bucket}?{query}&allow_bucket_creation=true")
     s3.create_dir(bucket)
+
+
+def complete_optuna_trials(store: Any, name: str, tmp: Path) -> int:
+    """Completed trials of the optuna.db on the bucket (downloaded, opened with optuna.load_study)."""
+    import optuna
+
+    db = tmp / f"{name}-optuna.db"
+    with store.fs.open_input_stream(store.path(name, "optuna.db")) as f:
+        db.write_bytes(f.read())
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
 def test_is_uri() -> None:
@@ -149,6 +160,7 @@ def test_study_on_s3(s3_server: str, tmp_path: Path, cache_dir: Path, monkeypatc
 
     mirror = tmp_path / "results" / "s3" / "studies" / "lab4" / "smoke"
     assert (mirror / "report.html").stat().st_size > 10_000
+    assert complete_optuna_trials(store, "smoke", tmp_path) == n_trials
     assert (mirror / "best.toml").read_text() == store.read_text("smoke", "best.toml")
 
     again = run_cli(study_cmd(SMOKE, "--storage", uri), tmp_path, cache_dir)
@@ -197,3 +209,4 @@ def test_killed_study_on_s3_resumes(s3_server: str, tmp_path: Path, cache_dir: P
     for t in trials:
         rows = [json.loads(x) for x in store.read_text("resume", t, "result.json").splitlines() if x.strip()]
         assert sorted({row["epoch"] for row in rows}) == list(range(4)), t  # nothing lost
+    assert complete_optuna_trials(store, "resume", tmp_path) == 3  # exported from the resumed search
