@@ -1,7 +1,7 @@
 """What ASHA early stopping saves: one fixed small study run at full budget and again with
 `scheduler = "asha"`, comparing the best val/psnr found and the trial-epochs spent.
 
-    python benchmarks/asha_savings.py [--trials 8] [--epochs 4] [--steps 4] [--reduction-factor 2]
+    python benchmarks/asha_savings.py [--trials 16] [--epochs 8] [--steps 4] [--reduction-factor 3]
 
 Both runs sample the same configurations (Optuna's random sampler, same seed, over tfr,
 kl_anneal_type and lr); trial-epochs are counted from the results on disk (study.analyze).
@@ -65,10 +65,10 @@ def run_study(study: Path, storage: Path, name: str) -> dict[str, object]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--steps", type=int, default=4, help="training steps (batches of 2 sequences) per epoch")
-    p.add_argument("--reduction-factor", type=int, default=2)
+    p.add_argument("--reduction-factor", type=int, default=3)
     args = p.parse_args()
     size = {"trials": args.trials, "epochs": args.epochs, "steps": args.steps}
     with tempfile.TemporaryDirectory(prefix="asha-savings-") as tmp:

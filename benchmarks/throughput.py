@@ -4,7 +4,11 @@ machine.
 
     python benchmarks/throughput.py [--dims F,L,N,D ...] [--data PATH] [--steps N] [--threads N]
 
-Prints one JSON line per measurement, then one line per case and dims with "impl": "ratio".
+Prints one JSON line per measurement, then one line per case and dims with "impl": "ratio", and
+one with "impl": "flop_ratio": the FLOPs (torch's FlopCounterMode: convolutions and matmuls,
+backward included) the reference spends per frame over those of the fast path. Both paths compute
+the same maths, so the time ratio can only exceed the FLOP ratio by running the same kernels more
+efficiently (batching); a compute-bound model on a CPU gets little of that.
 """
 from __future__ import annotations
 
@@ -80,6 +84,41 @@ def bench_rollout(dims, data: Dataset, frames: int, repeats: int) -> dict[str, f
     return seconds
 
 
+def flops_per_frame(dims, data: Dataset, batch: int, video_len: int, tf_mode: str, frames: int) -> dict[str, dict[str, float]]:
+    """GFLOP per frame of one training step and one rollout, fast and reference, counted (not timed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(*dims))
+    img, label = sequence_batch(data.train, np.arange(batch), video_len)
+    eps = model.noise(batch, video_len - 1, img)
+    modes = {"on": [True], "off": [False]}.get(tf_mode, [True, False])
+    out: dict[str, dict[str, float]] = {"train": {}, "rollout": {}}
+    for impl in ("fast", "reference"):
+        total = 0
+        for tf in modes:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                o = forward_reference(model, img, label, tf, eps) if impl == "reference" else model(img, label, tf, eps)
+                ((o.pred - img[:, 1:]).pow(2).mean() + 0.5 * kl_per_frame(o.mu, o.logvar).mean()).backward()
+            total += counter.get_total_flops()
+            model.zero_grad(set_to_none=True)
+        out["train"][impl] = total / len(modes) / (batch * (video_len - 1)) / 1e9
+    model.eval()
+    vimg = to_tensor(data.val.img[:frames])[None]
+    vlabel = to_tensor(data.val.label[:frames])[None]
+    z = model.noise(1, frames - 1, vimg)
+    for impl in ("fast", "reference"):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.inference_mode():
+            if impl == "fast":
+                model.rollout(vimg[:, 0], vlabel, z)
+            else:
+                rollout_reference(model, vimg[:, 0], vlabel, z)
+        out["rollout"][impl] = counter.get_total_flops() / (frames - 1) / 1e9
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dims", action="append", help="F,L,N,D (repeatable; default: lab 128,32,12,192 and small 32,8,4,48)")
@@ -119,6 +158,10 @@ def main(argv: list[str] | None = None) -> None:
                  frames_per_s=round(frames / s, 3), threads=threads)
         for case in ("train", "rollout"):
             emit(case=case, impl="ratio", dims=list(dims), ratio=round(results[(case, "fast")] / results[(case, "reference")], 3))
+        flops = flops_per_frame(dims, data, args.batch, args.video_len, args.tf, min(args.rollout_frames, 8))
+        for case, per in flops.items():
+            emit(case=case, impl="flop_ratio", dims=list(dims), fast_gflop_per_frame=round(per["fast"], 4),
+                 reference_gflop_per_frame=round(per["reference"], 4), ratio=round(per["reference"] / per["fast"], 3))
 
 
 if __name__ == "__main__":

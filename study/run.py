@@ -254,29 +254,22 @@ class TrialRecord:
         return kept[-1] if kept else None
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with contextlib.suppress(OSError):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError):
-                if line.strip():
-                    rows.append(json.loads(line))
-    return rows
-
-
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def read_trials(exp_dir: Path, metric: str, mode: str) -> list[TrialRecord]:
-    """Every trial folder of an experiment, with its best value of `metric` (read from disk)."""
+    """Every trial folder of an experiment, with its best value of `metric` (read from disk the way
+    study.analyze reads it: NaN/inf as missing, a half-written last line dropped)."""
+    from study.analyze import read_results, trial_dirs
+
     records = []
-    for d in sorted(p for p in exp_dir.iterdir() if (p / "params.json").is_file()):
+    for d in trial_dirs(exp_dir):
         try:
             params = json.loads((d / "params.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        rows = _read_rows(d / "result.json")
+        rows = read_results(d / "result.json").to_dicts()
         scored = [r for r in rows if _finite(r.get(metric))]
         best_row = None
         if scored:
