@@ -969,11 +969,26 @@ def __getattr__(name: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m study.report",
                                 description="Write results/<study>/report.html from a study's results dir.")
-    p.add_argument("study_dir", help="the study's results dir, e.g. results/kl")
+    p.add_argument("study_dir", help="the study's results dir, e.g. results/kl, or its URI, e.g. s3://bucket/prefix/kl "
+                                     "(copied to results/<scheme>/<bucket>/<prefix>/kl first; the report goes back up)")
     p.add_argument("--out", help="where to write the HTML (default: <study_dir>/report.html)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    study_dir = Path(args.study_dir)
+    from study.storage import StorageError, is_uri, open_study_uri
+
+    remote = None
+    if is_uri(args.study_dir):
+        try:
+            remote, name = open_study_uri(args.study_dir)
+            if remote.names(name) is None:
+                raise StorageError(f"{remote.show(name)}: no such study folder")
+            study_dir = remote.mirror(Path("results").resolve()) / name
+            remote.download(name, study_dir)
+        except (StorageError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:
+        study_dir = Path(args.study_dir)
     if not study_dir.is_dir():
         print(f"error: {study_dir}: no such results dir (run the study first: python -m study.run STUDY.toml)",
               file=sys.stderr)
@@ -982,6 +997,9 @@ def main(argv: list[str] | None = None) -> int:
     path = build_report(study_dir, args.out)
     print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
     print(f"open it: file://{path.resolve()}")
+    if remote is not None and args.out is None:
+        remote.upload(path, study_dir.name)
+        print(f"uploaded to {remote.show(study_dir.name, path.name)}")
     return 0
 
 

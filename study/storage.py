@@ -127,4 +127,15 @@ def open_storage(uri: str) -> RemoteStorage:
     return RemoteStorage(uri=uri, scheme=m["scheme"].lower(), fs=fs, root=root.rstrip("/"))
 
 
-__all__ = ["RemoteStorage", "StorageError", "is_uri", "open_storage"]
+def open_study_uri(uri: str) -> tuple[RemoteStorage, str]:
+    """A study's own URI (`<storage>/<name>`, query kept) -> (its storage, its name)."""
+    m = _URI.match(uri)
+    if m is None:
+        raise StorageError(f"{uri!r} is not a URI (scheme://...)")
+    parent, _, name = m["rest"].rstrip("/").rpartition("/")
+    if not parent or not name:
+        raise StorageError(f"{m['scheme']}://{m['rest']} names no study folder (expected <storage>/<name>)")
+    return open_storage(f"{m['scheme']}://{parent}{m['query'] or ''}"), name
+
+
+__all__ = ["RemoteStorage", "StorageError", "is_uri", "open_storage", "open_study_uri"]

@@ -131,6 +131,29 @@ def test_missing_bucket_is_refused_before_ray(s3_server: str, s3_env: dict[str, 
     assert "pyarrow cannot open nope://x/y" in capsys.readouterr().err
 
 
+def test_report_of_a_study_on_s3(s3_server: str, s3_env: dict[str, str], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m study.report s3://.../<name>` copies the study down, builds, and uploads report.html."""
+    from pyarrow import fs
+
+    from fake_results import write_fake_study
+    from study.report import main as report_main
+
+    make_bucket(s3_server, "reports")
+    local = write_fake_study(tmp_path / "made")
+    store = open_storage(f"s3://reports/lab4?{s3_server}")
+    fs.copy_files(str(local), store.path("fake"), source_filesystem=fs.LocalFileSystem(), destination_filesystem=store.fs)
+    assert "report.html" not in store.names("fake")
+    monkeypatch.chdir(tmp_path)
+    assert report_main([f"s3://reports/lab4/fake?{s3_server}"]) == 0
+    out = capsys.readouterr().out
+    assert "uploaded to s3://reports/lab4/fake/report.html" in out
+    mirror = tmp_path / "results" / "s3" / "reports" / "lab4" / "fake" / "report.html"
+    assert mirror.is_file() and store.read_text("fake", "report.html") == mirror.read_text(encoding="utf-8")
+    assert report_main([f"s3://reports/lab4/nothing?{s3_server}"]) == 2
+    assert "s3://reports/lab4/nothing: no such study folder" in capsys.readouterr().err
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_study_on_s3(s3_server: str, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
