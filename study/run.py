@@ -162,17 +162,16 @@ class Place:
 
     def study_copy(self) -> str | None:
         """The text of the study file the results were started with, if any."""
-        with contextlib.suppress(OSError, FileNotFoundError, UnicodeDecodeError):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
             if self.remote:
                 return self.remote.read_text(self.name, STUDY_COPY)
             return (self.exp_dir / STUDY_COPY).read_text(encoding="utf-8")
         return None
 
-    def prepare(self, restore: bool) -> None:
+    def prepare(self) -> None:
         """Make exp_dir ready: for a URI, a fresh (empty) mirror."""
         if self.remote is not None:
-            shutil.rmtree(self.exp_dir, ignore_errors=True)
-            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.exp_dir, ignore_errors=True)  # the mirror is only a cache of the URI
         self.exp_dir.mkdir(parents=True, exist_ok=True)
 
     def push(self, *files: str) -> None:
@@ -603,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     exp_dir = place.exp_dir
-    place.prepare(restore)
+    place.prepare()
     if not restore:  # a resumed study keeps the copy it was started with
         (exp_dir / STUDY_COPY).write_text(spec.raw_text, encoding="utf-8")
         place.push(STUDY_COPY)
