@@ -20,7 +20,9 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -893,8 +895,9 @@ def _callback_class() -> type:
             self._pending = why
             self._poll()
 
-        def _poll(self) -> None:
-            """Collect a finished build; start the pending one if none runs."""
+        def _poll(self, force: bool = False) -> None:
+            """Collect a finished build; start the pending one if none runs (and, unless force,
+            min_interval_s has passed since the last start)."""
             if self._proc is not None:
                 proc, err, why = self._proc
                 if proc.poll() is None:
@@ -908,13 +911,10 @@ def _callback_class() -> type:
                 else:
                     log.error("rebuilding the report of %s failed (exit %s; the study goes on):\n%s",
                               self.study_dir, proc.returncode, tail)
-            if self._pending is None or time.monotonic() - self._last_start < self.min_interval_s:
+            if self._pending is None or (not force and time.monotonic() - self._last_start < self.min_interval_s):
                 return
             why, self._pending = self._pending, None
             self._last_start = time.monotonic()
-            import subprocess
-            import tempfile
-
             err = tempfile.TemporaryFile()
             try:
                 proc = subprocess.Popen([sys.executable, "-m", "study.report", self.study_dir],
@@ -930,16 +930,14 @@ def _callback_class() -> type:
             stop a build that hangs."""
             if not pending:
                 self._pending = None
-            self.min_interval_s, saved = 0.0, self.min_interval_s
             deadline = time.monotonic() + timeout
-            try:
-                while self._proc is not None or self._pending is not None:
-                    if self._proc is not None and time.monotonic() > deadline:
+            while self._proc is not None or self._pending is not None:
+                if time.monotonic() > deadline:
+                    self._pending = None
+                    if self._proc is not None:
                         self._proc[0].kill()
-                    self._poll()
-                    time.sleep(0.1)
-            finally:
-                self.min_interval_s = saved
+                self._poll(force=True)
+                time.sleep(0.1)
 
         def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
             self._rebuild(f"trial {trial} completed")
