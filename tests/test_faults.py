@@ -68,10 +68,12 @@ def test_corrupt_checkpoint_file_after_a_kill_resumes_from_a_good_one(tmp_path: 
         return None
 
     try:
-        wait_for(lambda: exp.is_dir() and any(len(checkpoints(t)) >= 2 for t in trial_dirs(exp)), 240,
-                 "two checkpoints of the trial", proc, log)
-        # Freeze the trial so the driver's saved state catches up with what is on disk (it lags by
-        # up to a second and prunes checkpoints meanwhile), then kill everything.
+        # Wait until the driver's saved state names a checkpoint with an older one beside it (waiting
+        # for two on disk first raced: a trial frozen between writing its checkpoint and reporting it
+        # never lets the state name it). Then freeze the trial so the state, which lags by up to a
+        # second and prunes checkpoints meanwhile, settles on one that exists, and kill everything.
+        wait_for(lambda: exp.is_dir() and second_checkpoint_on_record(), 240,
+                 "a recorded checkpoint with an older one beside it", proc, log)
         assert _signal_trial_workers(proc.pid, signal.SIGSTOP), "no trial worker found in the study's session"
         wait_for(lambda: (c := second_checkpoint_on_record()) and c.is_dir(), 60, "a second recorded checkpoint",
                  proc, log)
