@@ -90,6 +90,9 @@ class DataConfig:
     synthetic_seed: int = 0  # seed of the generated dancers; same seed, same bytes
     synthetic_train_videos: int = 8  # number of training videos generated
     synthetic_train_frames: int = 128  # frames per training video (rounded down to a multiple of video_len)
+    # distinct dancers (body, clothes, room) over the training videos, video i danced by dancer
+    # i mod K; 0 = a new dancer per video. The validation video is always dancer 0's.
+    synthetic_dancers: int = 0
     cache_dir: str | None = None  # where generated datasets are cached; None = $CVAE_CACHE or ~/.cache/cvae-study
 
     def __post_init__(self) -> None:
@@ -98,6 +101,7 @@ class DataConfig:
         _check(self.video_len >= 2, "video_len", f"must be >= 2 (one frame given, one predicted), got {self.video_len}")
         _check(self.val_video_len >= 2, "val_video_len", f"must be >= 2, got {self.val_video_len}")
         _check(self.synthetic_train_videos >= 1, "synthetic_train_videos", f"must be >= 1, got {self.synthetic_train_videos}")
+        _check(self.synthetic_dancers >= 0, "synthetic_dancers", f"must be >= 0, got {self.synthetic_dancers}")
         _check(self.synthetic_train_frames >= self.video_len, "synthetic_train_frames",
                f"must be >= video_len ({self.video_len}), got {self.synthetic_train_frames}")
 
@@ -271,6 +275,16 @@ def build_section(klass: type, table: Mapping[str, Any]) -> Any:
             raise ConfigError(key, f"unknown key{_hint(key, names)}")
         kwargs[key] = coerce(key, value, hints[key])
     return klass(**kwargs)
+
+
+def smoke_config(cfg: Config) -> Config:
+    """A seconds-long variant of cfg (every entry point's `--smoke-test`): tiny data, 2 epochs of a
+    few steps each, the same model and schedules."""
+    return cfg.replace(
+        data={"synthetic_train_videos": 2, "synthetic_train_frames": 2 * cfg.data.video_len,
+              "val_video_len": min(cfg.data.val_video_len, 24)},
+        train={"epochs": 2, "max_steps_per_epoch": 3},
+    )
 
 
 def load_config(path: str | Path) -> Config:

@@ -51,3 +51,14 @@ def kl_per_frame(mu: Tensor, logvar: Tensor) -> Tensor:
     time, divided by the batch size. mu/logvar (B, T, N, H, W) -> (T,)."""
     b = mu.shape[0]
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=(0, 2, 3, 4)) / b
+
+
+# The metrics `cvae.train.run` reports every epoch (contract 1 of DESIGN.md): the one list of their names.
+TRAIN_METRICS: tuple[str, ...] = (
+    "epoch", "train/loss", "train/mse", "train/kl", "beta", "tfr", "teacher_forcing", "fast_train",
+    "train/sequences", "lr", "train/frames_per_s", "threads", "diverged")
+# Written at each validation and carried forward on epochs without one, so every row has them.
+VAL_CARRIED: tuple[str, ...] = (
+    "val/psnr", "val/psnr_hold", "val/psnr_min", "val/ssim", "val/psnr_step", "val/psnr_step_hold")
+VAL_METRICS: tuple[str, ...] = (*VAL_CARRIED, "val/frames_per_s", "time/val_s", "val/best_psnr")
+METRIC_NAMES: tuple[str, ...] = (*TRAIN_METRICS, *VAL_METRICS, "time/epoch_s")

@@ -263,15 +263,23 @@ LOOKS = ("skin", "hair", "shirt", "trousers", "shoes", "wall_top", "wall_bottom"
          "stripe_amp", "stripe_period", "stripe_phase")
 
 
-def video_params(seed: int, video: int | str, frame_H: int = 32, frame_W: int = 64) -> DancerParams:
+def video_params(seed: int, video: int | str, frame_H: int = 32, frame_W: int = 64,
+                 dancers: int = 0) -> DancerParams:
     """The dancer of one video: train video i (int) or "val"; independent of the other videos' count.
 
-    The validation video is a new dance (its own body, tempo, moves and travel) by the dancer of
+    dancers = 0: every training video has its own dancer (body, clothes, room). dancers = K >= 1:
+    training video i is danced by dancer i mod K (that dancer's body, clothes and room), each video
+    still with its own dance (tempo, moves, travel, framing).
+    The validation video is a new dance (its own tempo, moves and travel) by the dancer of
     training video 0, in the same clothes and room, as the lab's validation clip shows the same
     dancer as its training clips: what is tested is predicting new motion, not new colours.
     """
     if video != "val":
-        return make_params(np.random.default_rng([seed, int(video)]), frame_H, frame_W)
+        own = make_params(np.random.default_rng([seed, int(video)]), frame_H, frame_W)
+        if dancers == 0 or int(video) < dancers:
+            return own
+        dancer = video_params(seed, int(video) % dancers, frame_H, frame_W)
+        return dataclasses.replace(own, **{k: getattr(dancer, k) for k in LOOKS})
     own = make_params(np.random.default_rng([seed, 1_000_000]), frame_H, frame_W)
     looks = video_params(seed, 0, frame_H, frame_W)
     return dataclasses.replace(own, **{k: getattr(looks, k) for k in LOOKS})
@@ -388,16 +396,17 @@ def _write_video(p: DancerParams, n_frames: int, first: int, img_dir: Path, labe
 
 
 def write_dataset(out: str | Path, seed: int = 0, train_videos: int = 8, train_frames: int = 128,
-                  val_frames: int = 630, frame_H: int = 32, frame_W: int = 64) -> Path:
+                  val_frames: int = 630, frame_H: int = 32, frame_W: int = 64, dancers: int = 0) -> Path:
     """Write a synthetic dataset in the lab layout under `out` and return `out`.
 
     Train frames are numbered 0..train_videos*train_frames-1, video after video; the validation
-    split is one further video of `val_frames` frames. Everything is written into a temporary
+    split is one further video of `val_frames` frames. dancers: see `video_params`. Everything is written into a temporary
     folder beside `out` and renamed at the end, so `out` is either absent or complete.
     Raises FileExistsError if `out` exists and is not empty.
     """
     for name, v, lo in (("train_videos", train_videos, 1), ("train_frames", train_frames, 1),
-                        ("val_frames", val_frames, 1), ("frame_H", frame_H, 8), ("frame_W", frame_W, 8)):
+                        ("val_frames", val_frames, 1), ("frame_H", frame_H, 8), ("frame_W", frame_W, 8),
+                        ("dancers", dancers, 0)):
         if v < lo:
             raise ValueError(f"{name} must be >= {lo}, got {v}")
     out = Path(out)
@@ -414,7 +423,7 @@ def write_dataset(out: str | Path, seed: int = 0, train_videos: int = 8, train_f
                 d.mkdir(parents=True)
                 dirs[split, kind] = d
         for v in range(train_videos):
-            p = video_params(seed, v, frame_H, frame_W)
+            p = video_params(seed, v, frame_H, frame_W, dancers)
             _write_video(p, train_frames, v * train_frames, dirs["train", "img"], dirs["train", "label"])
         p = video_params(seed, "val", frame_H, frame_W)
         _write_video(p, val_frames, 0, dirs["val", "img"], dirs["val", "label"])
@@ -432,8 +441,11 @@ def write_dataset(out: str | Path, seed: int = 0, train_videos: int = 8, train_f
 def _spec(cfg: DataConfig) -> dict[str, int]:
     # Whole sequences only, so no training sequence spans two videos.
     train_frames = cfg.synthetic_train_frames // cfg.video_len * cfg.video_len
-    return {"seed": cfg.synthetic_seed, "train_videos": cfg.synthetic_train_videos, "train_frames": train_frames,
+    spec = {"seed": cfg.synthetic_seed, "train_videos": cfg.synthetic_train_videos, "train_frames": train_frames,
             "val_frames": cfg.val_video_len, "frame_H": cfg.frame_H, "frame_W": cfg.frame_W}
+    if cfg.synthetic_dancers:  # left out at 0, so the caches of earlier datasets keep their names
+        spec["dancers"] = cfg.synthetic_dancers
+    return spec
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -488,11 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-frames", type=int, default=630)
     ap.add_argument("--height", type=int, default=32)
     ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--dancers", type=int, default=0, help="distinct dancers over the training videos (0 = one per video)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
         out = write_dataset(a.out, seed=a.seed, train_videos=a.train_videos, train_frames=a.train_frames,
-                            val_frames=a.val_frames, frame_H=a.height, frame_W=a.width)
+                            val_frames=a.val_frames, frame_H=a.height, frame_W=a.width, dancers=a.dancers)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

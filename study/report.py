@@ -702,7 +702,7 @@ def _rollout(ckpt: Path) -> dict[str, Any]:
     import torch
 
     from cvae.data import load_dataset
-    from cvae.train import load_model, predict_val
+    from cvae.evaluate import load_model, predict_val
 
     model, cfg = load_model(ckpt)
     data = load_dataset(cfg.data)

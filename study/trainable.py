@@ -24,7 +24,8 @@ from ray import tune
 
 from cvae.config import Config
 from cvae.data import Dataset, load_dataset
-from cvae.train import CheckpointError, run, verify_checkpoint
+from cvae.checkpoint import CheckpointError, verify_checkpoint
+from cvae.train import run
 from study.spec import METRICS, StudySpec
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from cvae.train import verify_checkpoint
+from cvae.checkpoint import verify_checkpoint
 from study.spec import load_spec
 from study_helpers import (ROOT, SMOKE, _session_pids, checkpoints, result_rows, run_cli, study_cmd, tail, trial_dirs,
                            trial_statuses)

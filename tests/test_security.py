@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from cvae.config import Config
-from cvae.train import STATE_FILE, load_checkpoint, save_checkpoint
+from cvae.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from study import run as study_run
 from study.spec import StudyError, load_spec
 from study_helpers import write_study

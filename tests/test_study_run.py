@@ -20,7 +20,8 @@ from ray import tune
 
 from conftest import ROOT
 from cvae.config import Config, load_config
-from cvae.train import run, verify_checkpoint
+from cvae.checkpoint import verify_checkpoint
+from cvae.train import run
 from study import run as study_run
 from study.run import Best, TrialRecord, main, pick_best, read_trials, smoke_spec, study_state
 from study.spec import load_spec

@@ -241,3 +241,20 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert im.size == (24, 16)
     assert synthetic.main(args) == 2  # refuses to overwrite
     assert "already exists" in capsys.readouterr().err
+
+
+def test_one_dancer_dances_every_training_video() -> None:
+    own = [synthetic.video_params(0, v) for v in range(3)]
+    one = [synthetic.video_params(0, v, dancers=1) for v in range(3)]
+    two = [synthetic.video_params(0, v, dancers=2) for v in range(3)]
+    for p in one:  # dancer 0's clothes and room, each video its own dance
+        assert all(getattr(p, k) == getattr(own[0], k) for k in synthetic.LOOKS)
+    assert one[1].omega == own[1].omega and one[1].omega != one[0].omega
+    assert two[1].shirt == own[1].shirt and two[2].shirt == own[0].shirt
+    assert not np.allclose(synthetic.joints(5.0, one[0]), synthetic.joints(5.0, one[1]))
+
+
+def test_dancers_is_part_of_the_cache_key(tmp_path: Path) -> None:
+    base = DataConfig(cache_dir=str(tmp_path))
+    assert synthetic.dataset_dir(base) == synthetic.dataset_dir(DataConfig(cache_dir=str(tmp_path), synthetic_dancers=0))
+    assert synthetic.dataset_dir(base) != synthetic.dataset_dir(DataConfig(cache_dir=str(tmp_path), synthetic_dancers=1))

@@ -11,8 +11,9 @@ from conftest import PYTHON, ROOT
 from cvae.config import Config
 from cvae.data import Dataset, Frames, load_dataset
 from cvae.model import CVAE
-from cvae.train import (CheckpointError, epoch_dirs, latest_good_checkpoint, load_checkpoint, load_model, run,
-                        seed_everything, validate)
+from cvae.checkpoint import CheckpointError, epoch_dirs, latest_good_checkpoint, load_checkpoint
+from cvae.evaluate import load_model, validate
+from cvae.train import run, seed_everything
 
 CONTRACT = ["epoch", "train/loss", "train/mse", "train/kl", "beta", "tfr", "val/psnr", "val/ssim",
             "val/psnr_hold", "time/epoch_s", "train/frames_per_s"]

@@ -1,0 +1,103 @@
+"""Validation of a trained model: the autoregressive rollout, its metrics and their floors.
+
+Also loads a trained model from a checkpoint: what the report imports to draw frames, without the
+training loop.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cvae.checkpoint import load_checkpoint, load_config_of
+from cvae.config import Config
+from cvae.data import Dataset, to_tensor
+from cvae.metrics import psnr_per_frame, ssim_per_frame
+from cvae.model import CVAE
+
+# Frames per call of the one-step pass (batched over time: each step's input is a true frame).
+STEP_CHUNK = 128
+
+
+def val_noise(model: CVAE, dataset: Dataset, seed: int) -> Tensor:
+    """z ~ N(0, 1) of the validation video, (T-1, 1, N, H, W), from a generator seeded by `seed`:
+    every validation of a run (and a report rebuilding it) sees the same noise, and the training
+    RNG is left untouched."""
+    img = to_tensor(dataset.val.img[:1])
+    return model.noise(1, len(dataset.val) - 1, img, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.inference_mode()
+def predict_val(model: CVAE, dataset: Dataset, seed: int) -> tuple[Tensor, Tensor]:
+    """Autoregressive rollout over the validation video from its first frame and the poses.
+
+    Returns (predicted, true) frames 1..T-1, each (1, T-1, 3, H, W) in [0, 1].
+    """
+    was_training = model.training
+    model.eval()
+    img = to_tensor(dataset.val.img)[None]  # (1, T, 3, H, W)
+    label = to_tensor(dataset.val.label)[None]
+    pred = model.rollout(img[:, 0], label, val_noise(model, dataset, seed))  # (1, T-1, 3, H, W)
+    model.train(was_training)
+    return pred, img[:, 1:]
+
+
+@torch.inference_mode()
+def predict_steps(model: CVAE, dataset: Dataset, seed: int) -> Tensor:
+    """One-step predictions over the validation video: frame t from the TRUE frame t-1, pose t and
+    the rollout's z_t, for t = 1..T-1 -> (1, T-1, 3, H, W). Batched over time (each input is known
+    up front); in eval mode BatchNorm is per sample, so this equals T-1 single `model.step` calls."""
+    was_training = model.training
+    model.eval()
+    img = to_tensor(dataset.val.img)  # (T, 3, H, W)
+    label = to_tensor(dataset.val.label)
+    z = val_noise(model, dataset, seed)[:, 0]  # (T-1, N, H, W)
+    t = img.shape[0]
+    pred = torch.cat([model.step(img[s:e - 1], label[s + 1:e], z[s:e - 1])
+                      for s, e in ((s, min(s + STEP_CHUNK, t - 1) + 1) for s in range(0, t - 1, STEP_CHUNK))])
+    model.train(was_training)
+    return pred[None]
+
+
+@torch.inference_mode()
+def validate(model: CVAE, dataset: Dataset, seed: int) -> dict[str, Any]:
+    """Validation metrics of the rollout beside its floors, and the one-step diagnostic.
+
+    val/psnr: the rollout's mean PSNR per frame; val/psnr_hold: repeating frame 0 (the floor).
+    val/psnr_step: one-step predictions from the true previous frame; val/psnr_step_hold: copying
+    the true previous frame. A model that carries the previous frame forward has step near or above
+    its copy floor; one that paints from the pose alone has step ~ rollout; a good step with a poor
+    rollout means the rollout fails by compounding its own errors.
+    """
+    start = time.perf_counter()
+    pred, target = predict_val(model, dataset, seed)
+    seconds = time.perf_counter() - start
+    step = predict_steps(model, dataset, seed)
+    frames = to_tensor(dataset.val.img)[None]  # (1, T, 3, H, W)
+    psnr = psnr_per_frame(pred, target)[0]  # (T-1,)
+    hold = psnr_per_frame(frames[:, :1].expand_as(target), target)[0]
+    ssim = ssim_per_frame(pred, target)[0]
+    return {
+        "psnr": psnr.tolist(),
+        "psnr_hold": hold.tolist(),
+        "val/psnr": float(psnr.mean()),
+        "val/psnr_hold": float(hold.mean()),
+        "val/psnr_min": float(psnr.min()),
+        "val/ssim": float(ssim.mean()),
+        "val/psnr_step": float(psnr_per_frame(step, target)[0].mean()),
+        "val/psnr_step_hold": float(psnr_per_frame(frames[:, :-1], target)[0].mean()),
+        "val/frames_per_s": target.shape[1] / seconds,
+        "time/val_s": seconds,
+    }
+
+
+def load_model(directory: str | Path) -> tuple[CVAE, Config]:
+    """The trained model (eval mode, on the CPU) and the full config stored in a checkpoint directory."""
+    state = load_checkpoint(directory)
+    cfg = load_config_of(directory)
+    model = CVAE(cfg.model)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
