@@ -1,0 +1,256 @@
+"""What a study's numbers support: did its runs learn, which differences are real, and how the lab's
+claims fare against them.
+
+Seeds are the samples. Two settings are compared with Welch's t-test (scipy.stats.ttest_ind with
+unequal variances) on their trials' scores, reported with its p-value and the 95% confidence
+interval of the difference of means; with fewer than two scores on a side there is no spread to test
+("one seed: no spread"). A setting has learned when its mean margin over the floor (val/psnr_hold,
+repeating frame 0) exceeds the spread of its scores; a study whose settings have not cannot compare
+them, and says so first.
+
+Inputs are per-trial frames with columns `setting`, `score` (the trial's objective: its metric at
+its best or last epoch), `floor` (its val/psnr_hold) and the study's searched parameters; trials
+with no score (never validated) are left out and counted.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import polars as pl
+from scipy import stats
+
+ALPHA = 0.05  # a difference is "clear" when Welch's two-sided p-value is below this
+CLAIM_STATUSES: tuple[str, ...] = ("reproduced", "contradicted", "within noise", "not measured here")
+
+
+@dataclass(frozen=True)
+class Test:
+    """Welch's t-test of mean(a) - mean(b), seeds as samples."""
+
+    a: str
+    b: str
+    mean_a: float
+    mean_b: float
+    n_a: int
+    n_b: int
+    p: float | None  # two-sided p-value; None with fewer than two scores on a side
+    low: float | None  # 95% confidence interval of mean_a - mean_b
+    high: float | None
+
+    @property
+    def diff(self) -> float:
+        return self.mean_a - self.mean_b
+
+    @property
+    def testable(self) -> bool:
+        return self.p is not None
+
+    @property
+    def clear(self) -> bool:
+        """True when the difference is clear at ALPHA (either sign)."""
+        return self.p is not None and self.p < ALPHA
+
+    def stats_text(self) -> str:
+        if self.p is None:
+            return "one seed: no spread" if min(self.n_a, self.n_b) == 1 else "no scores to compare"
+        return (f"Welch's t-test p = {_p(self.p)}, 95% CI of the difference "
+                f"[{self.low:+.2f}, {self.high:+.2f}] dB, n = {self.n_a} vs {self.n_b}")
+
+    def sentence(self) -> str:
+        """`a` vs `b` in words, with the test's figures."""
+        d = f"{abs(self.diff):.2f} dB"
+        if self.clear:
+            win, lose = (self.a, self.b) if self.diff > 0 else (self.b, self.a)
+            return f"{win} beats {lose} by {d} ({self.stats_text()})"
+        if self.p is None:
+            return f"{self.a} vs {self.b}: {self.diff:+.2f} dB, not testable ({self.stats_text()})"
+        return f"{self.a} vs {self.b}: {self.diff:+.2f} dB, within noise ({self.stats_text()})"
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-3 else "< 0.001"
+
+
+def welch(a: Sequence[float], b: Sequence[float], a_name: str = "a", b_name: str = "b") -> Test:
+    """Welch's t-test of two samples' means (NaNs dropped)."""
+    xa = [float(x) for x in a if x is not None and math.isfinite(x)]
+    xb = [float(x) for x in b if x is not None and math.isfinite(x)]
+    mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
+    p = low = high = None
+    if len(xa) >= 2 and len(xb) >= 2:
+        if max(xa) == min(xa) and max(xb) == min(xb):  # no spread at all: the test is undefined
+            p = 1.0 if xa[0] == xb[0] else 0.0
+            low = high = xa[0] - xb[0]
+        else:
+            res = stats.ttest_ind(xa, xb, equal_var=False)
+            ci = res.confidence_interval(0.95)
+            p, low, high = float(res.pvalue), float(ci.low), float(ci.high)
+    return Test(a_name, b_name, mean(xa), mean(xb), len(xa), len(xb), p, low, high)
+
+
+# -- did the runs learn? --------------------------------------------------------------------------
+def scored(trials: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """The trials that have a finite score, and how many were left out (never validated)."""
+    ok = trials.filter(pl.col("score").is_not_null() & pl.col("score").is_finite())
+    return ok, trials.height - ok.height
+
+
+def learning(trials: pl.DataFrame) -> pl.DataFrame:
+    """Per setting: n, mean and sd of the score, the mean floor, the margin over it and `learned`
+    (margin > sd; with one seed, margin > 0 and `one_seed`), best margin first."""
+    ok, _ = scored(trials)
+    per = ok.group_by("setting", maintain_order=True).agg(
+        pl.len().alias("n"), pl.col("score").mean().alias("mean"), pl.col("score").std().alias("sd"),
+        pl.col("floor").mean().alias("floor"))
+    per = per.with_columns((pl.col("mean") - pl.col("floor")).alias("margin"), (pl.col("n") < 2).alias("one_seed"))
+    return per.with_columns(
+        pl.when(pl.col("one_seed")).then(pl.col("margin") > 0)
+        .otherwise(pl.col("margin") > pl.col("sd").fill_null(0.0)).alias("learned")
+    ).sort("margin", descending=True)
+
+
+def learning_sentence(trials: pl.DataFrame, metric: str = "val/psnr") -> str:
+    """The report's first sentence: whether the settings learned enough to be compared."""
+    per = learning(trials)
+    _, excluded = scored(trials)
+    left_out = f" ({excluded} trial{'s' if excluded != 1 else ''} that never validated left out)" if excluded else ""
+    if per.is_empty():
+        return f"No trial has validated yet{left_out}: nothing to compare."
+    floor = per["floor"].mean()
+    learned = per.filter(pl.col("learned"))
+    if learned.is_empty():
+        return (f"The runs did not learn enough to compare settings: no setting's mean {metric} beats the floor "
+                f"(repeating frame 0, {floor:.2f} dB) by more than its seed spread{left_out}. Raise [train] "
+                f"epochs, or the steps per epoch (more training data: synthetic_train_videos / "
+                f"synthetic_train_frames), or make the data easier, then rerun before reading any comparison.")
+    worst = per["margin"].min()
+    return (f"{learned.height} of {per.height} settings beat the floor (repeating frame 0, {floor:.2f} dB) by more "
+            f"than their seed spread: margins {worst:+.2f} to {per['margin'].max():+.2f} dB{left_out}.")
+
+
+def studies_learned(trials: pl.DataFrame) -> bool:
+    return bool(learning(trials)["learned"].any()) if trials.height else False
+
+
+# -- the lab's claims -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Claim:
+    question: str
+    lab: str  # what the lab concluded
+    measured: str  # what this study measured, in words with its test
+    status: str  # one of CLAIM_STATUSES
+
+
+def _scores(df: pl.DataFrame, cond: pl.Expr, col: str = "score") -> list[float]:
+    return [x for x in df.filter(cond)[col].to_list() if x is not None and math.isfinite(x)]
+
+
+def _verdict(t: Test, expect_a_higher: bool) -> str:
+    if not t.testable:
+        return "not measured here"
+    if not t.clear:
+        return "within noise"
+    return "reproduced" if (t.diff > 0) == expect_a_higher else "contradicted"
+
+
+def _pooled(searched: Sequence[str], own: Sequence[str]) -> str:
+    others = [p for p in searched if p not in own]
+    return f" (pooled over {', '.join(others)})" if others else ""
+
+
+def _not_here(question: str, lab: str, why: str) -> Claim:
+    return Claim(question, lab, why, "not measured here")
+
+
+def claim_tfr(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
+    q, lab = "Does teacher forcing help?", "tfr 0.0 (no teacher forcing) beat tfr 1.0 with decay"
+    if "tfr" not in searched:
+        return _not_here(q, lab, "tfr is not searched in this study")
+    zero, one = _scores(trials, pl.col("tfr") == 0.0), _scores(trials, pl.col("tfr") == 1.0)
+    if not zero or not one:
+        return _not_here(q, lab, "no trials at both tfr 0.0 and tfr 1.0")
+    t = welch(zero, one, "tfr 0.0", "tfr 1.0")
+    return Claim(q, lab, t.sentence() + _pooled(searched, ["tfr"]), _verdict(t, expect_a_higher=True))
+
+
+def claim_kl_start(trials: pl.DataFrame, epochs: pl.DataFrame, searched: Sequence[str]) -> Claim:
+    q, lab = "Which KL annealing? (training loss)", "the annealed schedules start with far lower loss than None"
+    if "kl_anneal_type" not in searched:
+        return _not_here(q, lab, "kl_anneal_type is not searched in this study")
+    first = (epochs.filter(pl.col("epoch") == 0).select("trial_id", pl.col("train/loss").alias("first_loss"))
+             if {"epoch", "train/loss", "trial_id"} <= set(epochs.columns) else None)
+    if first is None or first.is_empty():
+        return _not_here(q, lab, "no first-epoch training loss recorded")
+    df = trials.join(first, on="trial_id", how="inner")
+    annealed = _scores(df, pl.col("kl_anneal_type").is_in(["Monotonic", "Cyclical"]), "first_loss")
+    none = _scores(df, pl.col("kl_anneal_type") == "None", "first_loss")
+    if not annealed or not none:
+        return _not_here(q, lab, "no trials of both None and an annealed schedule")
+    t = welch(none, annealed, "None", "annealed")
+    words = (f"first-epoch train/loss: None {t.mean_a:.4g} vs annealed {t.mean_b:.4g}, "
+             f"{'clear' if t.clear else 'within noise'} ({t.stats_text().replace(' dB', '')})")
+    return Claim(q, lab, words + _pooled(searched, ["kl_anneal_type", "kl_anneal_cycle"]),
+                 _verdict(t, expect_a_higher=True))
+
+
+def claim_cyclical_monotonic(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
+    q, lab = "Which KL annealing? (val/psnr)", "Cyclical is about as good as Monotonic"
+    if "kl_anneal_type" not in searched:
+        return _not_here(q, lab, "kl_anneal_type is not searched in this study")
+    cyc, mono = _scores(trials, pl.col("kl_anneal_type") == "Cyclical"), _scores(trials, pl.col("kl_anneal_type") == "Monotonic")
+    if not cyc or not mono:
+        return _not_here(q, lab, "no trials of both Cyclical and Monotonic")
+    t = welch(cyc, mono, "Cyclical", "Monotonic")
+    status = "not measured here" if not t.testable else ("contradicted" if t.clear else "reproduced")
+    return Claim(q, lab, t.sentence() + _pooled(searched, ["kl_anneal_type", "kl_anneal_cycle"]), status)
+
+
+def _all_fast(df: pl.DataFrame) -> pl.Expr:
+    return pl.col("fast_train_epoch") >= pl.col("epochs") if "epochs" in df.columns else pl.lit(False)
+
+
+def claim_fast_train(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
+    q, lab = "Does fast train help?", "fast-train in every epoch gave the best val/psnr"
+    if "fast_train_epoch" not in searched:
+        return _not_here(q, lab, "fast_train_epoch is not searched in this study")
+    fast = _scores(trials, _all_fast(trials))
+    others = trials.filter(~_all_fast(trials))
+    if not fast or others.is_empty():
+        return _not_here(q, lab, "no trials of both all-fast and a shorter fast-train")
+    by = others.group_by("fast_train_epoch").agg(pl.col("score").mean().alias("m")).sort("m", descending=True)
+    rival = by["fast_train_epoch"][0]
+    t = welch(fast, _scores(trials, pl.col("fast_train_epoch") == rival), "all-fast", f"fast_train_epoch {rival}")
+    return Claim(q, lab, t.sentence() + _pooled(searched, ["fast_train_epoch"]), _verdict(t, expect_a_higher=True))
+
+
+def claim_best_overall(trials: pl.DataFrame, ranking: pl.DataFrame, searched: Sequence[str]) -> Claim:
+    q, lab = "Best overall", "KL annealing None with all-fast-train"
+    if not {"kl_anneal_type", "fast_train_epoch"} <= set(searched):
+        return _not_here(q, lab, "needs kl_anneal_type and fast_train_epoch searched together")
+    lab_rows = trials.filter((pl.col("kl_anneal_type") == "None") & _all_fast(trials))
+    if lab_rows.is_empty() or ranking.is_empty():
+        return _not_here(q, lab, "no trial ran KL None with all-fast-train")
+    top = ranking["setting"][0]
+    lab_setting = lab_rows.group_by("setting").agg(pl.col("score").mean().alias("m")).sort("m", descending=True)["setting"][0]
+    if lab_setting == top:
+        return Claim(q, lab, f"the top setting is {top}", "reproduced")
+    t = welch(_scores(trials, pl.col("setting") == top), _scores(trials, pl.col("setting") == lab_setting), top, lab_setting)
+    return Claim(q, lab, f"the top setting is {top}; " + t.sentence(), _verdict(t, expect_a_higher=False))
+
+
+def claims(trials: pl.DataFrame, epochs: pl.DataFrame, ranking: pl.DataFrame, searched: Sequence[str]) -> list[Claim]:
+    """One row per lab claim: those this study's parameters can test, the others "not measured here"."""
+    ok, _ = scored(trials)
+    return [claim_tfr(ok, searched), claim_kl_start(ok, epochs, searched), claim_cyclical_monotonic(ok, searched),
+            claim_fast_train(ok, searched), claim_best_overall(ok, ranking, searched)]
+
+
+def claims_table(rows: Sequence[Claim]) -> pl.DataFrame:
+    return pl.DataFrame([{"question": c.question, "the lab concluded": c.lab, "this study measured": c.measured,
+                          "status": c.status} for c in rows])
+
+
+__all__: list[Any] = ["ALPHA", "CLAIM_STATUSES", "Claim", "Test", "claims", "claims_table", "learning",
+                      "learning_sentence", "scored", "studies_learned", "welch"]

@@ -1,0 +1,78 @@
+"""The statistics behind the report's verdicts: learned or not, Welch's test, the lab's claims."""
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from scipy import stats
+
+from study import evidence
+from study.evidence import claims, learning, learning_sentence, welch
+
+
+def trials(rows: list[tuple[str, float, float]], **params: list) -> pl.DataFrame:
+    """(setting, score, floor) rows, plus parameter columns."""
+    df = pl.DataFrame({"setting": [r[0] for r in rows], "score": [r[1] for r in rows],
+                       "floor": [r[2] for r in rows], "trial_id": [f"t{i}" for i in range(len(rows))]})
+    return df.with_columns(*(pl.Series(k, v) for k, v in params.items()))
+
+
+def test_welch_on_a_clear_winner_a_tie_and_one_seed() -> None:
+    clear = welch([25.0, 25.2, 24.9], [20.1, 19.8, 20.3], "A", "B")
+    assert clear.clear and clear.diff == pytest.approx(4.9667, abs=1e-3)
+    ref = stats.ttest_ind([25.0, 25.2, 24.9], [20.1, 19.8, 20.3], equal_var=False)
+    assert clear.p == pytest.approx(ref.pvalue) and clear.low < clear.diff < clear.high
+    assert clear.sentence().startswith("A beats B by 4.97 dB (Welch's t-test p = ")
+    tie = welch([25.0, 27.0, 23.0], [24.0, 26.5, 25.0], "A", "B")
+    assert not tie.clear and tie.p > 0.5 and "within noise" in tie.sentence() and tie.low < 0 < tie.high
+    one = welch([25.0], [20.0, 21.0], "A", "B")
+    assert one.p is None and not one.clear and "one seed: no spread" in one.sentence()
+
+
+def test_the_summary_says_first_when_nothing_learned() -> None:
+    floor = 19.2
+    flat = trials([("None", 19.5, floor), ("None", 18.9, floor), ("None", 19.4, floor),
+                   ("Monotonic", 19.0, floor), ("Monotonic", 19.9, floor), ("Monotonic", 18.6, floor),
+                   ("Cyclical", None, floor)])
+    s = learning_sentence(flat)
+    assert s.startswith("The runs did not learn enough to compare settings")
+    assert "epochs" in s and "1 trial that never validated left out" in s
+    assert not learning(flat)["learned"].any()
+    clear = trials([("None", 29.5, floor), ("None", 30.1, floor), ("None", 29.8, floor),
+                    ("Monotonic", 27.0, floor), ("Monotonic", 28.2, floor), ("Monotonic", 27.5, floor)])
+    s = learning_sentence(clear)
+    assert not s.startswith("The runs did not learn") and s.startswith("2 of 2 settings beat the floor")
+    per = learning(clear)
+    assert per["setting"].to_list() == ["None", "Monotonic"] and per["learned"].all()
+
+
+def test_claims_are_computed_from_the_tables_one_row_each() -> None:
+    floor = 19.0
+    kl = trials([("None", 30.0, floor), ("None", 30.4, floor), ("None", 29.7, floor),
+                 ("Monotonic", 27.0, floor), ("Monotonic", 27.3, floor), ("Monotonic", 26.8, floor),
+                 ("Cyclical", 27.1, floor), ("Cyclical", 26.9, floor), ("Cyclical", 27.4, floor)],
+                kl_anneal_type=["None"] * 3 + ["Monotonic"] * 3 + ["Cyclical"] * 3)
+    epochs = pl.DataFrame({"trial_id": kl["trial_id"], "epoch": [0] * 9,
+                           "train/loss": [9.0, 9.5, 8.8, 0.02, 0.03, 0.025, 0.02, 0.021, 0.03]})
+    rank = pl.DataFrame({"setting": ["None", "Cyclical", "Monotonic"]})
+    rows = {c.question: c for c in claims(kl, epochs, rank, ["kl_anneal_type"])}
+    assert len(rows) == 5 and all(c.status in evidence.CLAIM_STATUSES for c in rows.values())
+    assert rows["Which KL annealing? (training loss)"].status == "reproduced"
+    assert rows["Which KL annealing? (val/psnr)"].status == "reproduced"  # Cyclical ~ Monotonic
+    for q in ("Does teacher forcing help?", "Does fast train help?", "Best overall"):
+        assert rows[q].status == "not measured here"
+
+    tfr = trials([("tfr=0.0", 24.0, floor), ("tfr=0.0", 24.5, floor), ("tfr=0.0", 23.8, floor),
+                  ("tfr=1.0", 28.0, floor), ("tfr=1.0", 28.4, floor), ("tfr=1.0", 27.9, floor)],
+                 tfr=[0.0] * 3 + [1.0] * 3)
+    c = {c.question: c for c in claims(tfr, pl.DataFrame(), pl.DataFrame({"setting": ["tfr=1.0"]}), ["tfr"])}
+    assert c["Does teacher forcing help?"].status == "contradicted"
+    assert "tfr 1.0 beats tfr 0.0" in c["Does teacher forcing help?"].measured
+    assert c["Which KL annealing? (training loss)"].status == "not measured here"
+
+    fast = trials([("f0", 25.0, floor), ("f0", 26.0, floor), ("f20", 25.5, floor), ("f20", 25.6, floor)],
+                  fast_train_epoch=[0, 0, 20, 20], epochs=[20] * 4)
+    c = {c.question: c for c in claims(fast, pl.DataFrame(), pl.DataFrame({"setting": ["f20"]}), ["fast_train_epoch"])}
+    assert c["Does fast train help?"].status == "within noise"
+    one = trials([("f0", 25.0, floor), ("f20", 26.0, floor)], fast_train_epoch=[0, 20], epochs=[20, 20])
+    c = {c.question: c for c in claims(one, pl.DataFrame(), pl.DataFrame({"setting": ["f20"]}), ["fast_train_epoch"])}
+    assert c["Does fast train help?"].status == "not measured here" and "one seed" in c["Does fast train help?"].measured
