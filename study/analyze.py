@@ -20,6 +20,11 @@ Tables (one row per ...):
              config as JSON in `config`)
     epochs   trial x epoch: every reported metric, plus trial_id, setting, seed
     frames   trial x validation frame: per-frame PSNR at the newest and at the best epoch, and the floor
+
+`ranking(tables, info)` is THE ranking of the study's settings (contract 7): each trial scores the
+study metric at its best or its last epoch (`[study] objective`, `trial_objective`), a setting the
+mean over its seeds, and a setting that lost a seed ranks below complete ones. best.toml, the
+report, the console and what Optuna is told (study.space.SeedRepeater) all read it.
 """
 from __future__ import annotations
 
@@ -30,7 +35,6 @@ import math
 import os
 import re
 import sys
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +42,10 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import polars as pl
 
+from cvae.checkpoint import CONFIG_FILE, FRAMES_FILE, MANIFEST_FILE
 from cvae.config import SECTIONS, Config, ConfigError, field_types
-from study.spec import FIELD_SECTION, Param, StudyError, StudySpec, load_spec
+from study._compat import trial_states
+from study.spec import FIELD_SECTION, METRICS, OBJECTIVES, Param, StudyError, StudySpec, load_spec, plain_type
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,24 +57,17 @@ log = logging.getLogger(__name__)
 TABLES_DIR = "tables"
 STUDY_FILE = "study.toml"
 FINISHED_FILE = "finished.json"
-FRAMES_FILE = "psnr_per_frame.json"
-CONFIG_FILE = "config.json"
 STATUSES: tuple[str, ...] = ("completed", "diverged", "errored", "stopped_early", "running")
 SEED = "seed"
 
 # Ray's per-result bookkeeping that is no metric: dropped from the epochs table.
 _RAY_DROP = ("config", "date", "pid", "hostname", "node_ip", "checkpoint_dir_name", "should_checkpoint",
              "time_since_restore", "iterations_since_restore", "experiment_tag")
-# cvae.train.run's per-epoch metrics in their reporting order (the epochs table's column order).
-METRICS: tuple[str, ...] = (
-    "epoch", "train/loss", "train/mse", "train/kl", "beta", "tfr", "teacher_forcing", "fast_train",
-    "train/sequences", "lr", "train/frames_per_s", "threads", "diverged", "val/psnr", "val/psnr_hold",
-    "val/psnr_min", "val/ssim", "val/frames_per_s", "time/val_s", "val/best_psnr", "time/epoch_s", "time/cpu_s")
+_CHECKPOINT = "checkpoint_dir_name"  # Tune's result key naming the checkpoint reported with it
 _BOOL_METRICS = ("fast_train", "diverged", "done")
 _INT_METRICS = ("epoch", "training_iteration", "train/sequences", "threads")
 # Ray writes NaN/Infinity as bare tokens (Python's json), which is not JSON and which Polars refuses.
 _NONFINITE = re.compile(rb"(?<=[:,\[])(\s*)(?:-?Infinity|NaN)(?=\s*[,\]}])")
-_TRIAL_DIR = re.compile(r"^(?P<name>.+?)_(?P<id>[0-9a-f]{8}|[0-9a-f]{5}_\d{5})_(?P<n>\d+)(?:_|$)")
 _RUNNING = ("RUNNING", "PENDING", "PAUSED")
 
 
@@ -88,6 +87,7 @@ class StudyInfo:
     name: str
     metric: str  # the optimised metric, e.g. "val/psnr"
     mode: Literal["max", "min"]
+    objective: Literal["best", "last"]  # a trial's score: the metric at its best epoch, or its last
     seeds: tuple[int, ...]
     params: tuple[Param, ...]  # searched [space] parameters (fixed-value ones left out), dependency order
     text: str  # the study file as written ("" if missing)
@@ -100,6 +100,13 @@ class StudyInfo:
         """Names of the searched parameters (seed excluded)."""
         return tuple(p.name for p in self.params)
 
+    @classmethod
+    def of(cls, spec: StudySpec) -> StudyInfo:
+        """What a loaded study file says."""
+        return cls(spec.name, spec.metric, spec.mode, spec.objective, spec.seeds,
+                   tuple(p for p in spec.space if p.kind != "fixed"), spec.raw_text, spec.description, spec,
+                   {s: dict(t) for s, t in spec.fixed.items()})
+
 
 # -- the study file --------------------------------------------------------------------------------
 def read_study(study_dir: str | Path) -> StudyInfo:
@@ -109,10 +116,7 @@ def read_study(study_dir: str | Path) -> StudyInfo:
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if text:
         try:
-            spec = load_spec(path)
-            return StudyInfo(spec.name, spec.metric, spec.mode, spec.seeds,
-                             tuple(p for p in spec.space if p.kind != "fixed"), text, spec.description, spec,
-                             {s: dict(t) for s, t in spec.fixed.items()})
+            return StudyInfo.of(load_spec(path))
         except StudyError as e:
             log.info("%s: not a loadable study (%s); reading its raw tables", path, e)
     try:
@@ -126,9 +130,10 @@ def read_study(study_dir: str | Path) -> StudyInfo:
     space = raw.get("space", {}) if isinstance(raw.get("space"), dict) else {}
     params = tuple(p for p in (_raw_param(k, v) for k, v in space.items()) if p is not None)
     mode = study.get("mode", "max")
+    objective = study.get("objective", OBJECTIVES[0])
     return StudyInfo(str(study.get("name", study_dir.name)), str(study.get("metric", "val/psnr")),
-                     mode if mode in ("max", "min") else "max", tuple(int(s) for s in seeds), params, text,
-                     study.get("description"), None, fixed)
+                     mode if mode in ("max", "min") else "max", objective if objective in OBJECTIVES else OBJECTIVES[0],
+                     tuple(int(s) for s in seeds), params, text, study.get("description"), None, fixed)
 
 
 def _raw_param(name: str, entry: Any) -> Param | None:
@@ -148,11 +153,8 @@ def _raw_param(name: str, entry: Any) -> Param | None:
 
 # -- config columns --------------------------------------------------------------------------------
 def _dtype(hint: Any) -> pl.DataType:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _dtype(args[0]) if len(args) == 1 else pl.String()
-    if origin is Literal or hint is str:
+    hint = plain_type(hint)
+    if typing.get_origin(hint) is Literal or hint is str:
         return pl.String()
     if hint is bool:
         return pl.Boolean()
@@ -224,11 +226,13 @@ def trial_dirs(study_dir: str | Path) -> list[Path]:
                   and ((p / "params.json").is_file() or (p / "result.json").is_file()))
 
 
-def checkpoints(trial_dir: Path) -> list[Path]:
-    """Complete Ray checkpoint dirs of a trial (manifest written last), oldest first."""
-    found = [p for p in trial_dir.glob("checkpoint_*") if p.is_dir() and p.name[11:].isdigit()
-             and (p / "manifest.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[11:]))
+def checkpoints(trial_dir: Path, results: pl.DataFrame) -> list[Path]:
+    """The trial's complete checkpoints that Tune still keeps (manifest written last), oldest first,
+    as its result rows name them."""
+    if _CHECKPOINT not in results.columns:
+        return []
+    names = results[_CHECKPOINT].drop_nulls().unique(maintain_order=True).to_list()
+    return [trial_dir / n for n in names if (trial_dir / n / MANIFEST_FILE).is_file()]
 
 
 def _read_json(path: Path) -> Any:
@@ -267,38 +271,21 @@ def read_results(path: Path) -> pl.DataFrame:
     return pl.DataFrame()
 
 
-def _ray_statuses(study_dir: Path) -> dict[str, str]:
-    """Trial dir name -> Ray's last saved status (TERMINATED, ERROR, RUNNING, ...)."""
-    states = sorted(study_dir.glob("experiment_state-*.json"), key=lambda p: (p.stat().st_mtime, p.name))
-    if not states:
-        return {}
-    raw = _read_json(states[-1])
-    out: dict[str, str] = {}
-    for entry in (raw or {}).get("trial_data", []) if isinstance(raw, dict) else []:
-        try:
-            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
-            out[Path(trial["relative_logdir"]).name] = str(trial["status"])
-        except (ValueError, KeyError, TypeError, IndexError):
-            continue
-    return out
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def fmt_value(v: Any) -> str:
+    """A parameter value as the report and the console show it (floats to 4 significant digits)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def setting_label(params: Mapping[str, Any], searched: Sequence[str]) -> str:
     """`name=value, ...` of the searched params present (seed excluded): trials of one setting group."""
-    parts = [f"{k}={_fmt(params[k])}" for k in searched if params.get(k) is not None]
+    parts = [f"{k}={fmt_value(params[k])}" for k in searched if params.get(k) is not None]
     return ", ".join(parts) if parts else "default"
 
 
 # -- the tables ------------------------------------------------------------------------------------
 def _meta(study_dir: Path, info: StudyInfo) -> tuple[pl.DataFrame, list[pl.DataFrame], list[pl.DataFrame]]:
     """Per-trial facts from its files, and the raw epoch and frame frames (one loop over trial dirs)."""
-    statuses = _ray_statuses(study_dir)
+    states = trial_states(study_dir)
     searched = info.searched or ()
     rows: list[dict[str, Any]] = []
     results: list[pl.DataFrame] = []
@@ -309,21 +296,19 @@ def _meta(study_dir: Path, info: StudyInfo) -> tuple[pl.DataFrame, list[pl.DataF
         searched = tuple(dict.fromkeys(k for p in params_of.values() for k in p if k != SEED))
     for d in dirs:
         params = params_of[d]
-        ckpts = checkpoints(d)
         res = read_results(d / "result.json")
-        m = _TRIAL_DIR.match(d.name)
-        trial_id = (str(res["trial_id"][0]) if "trial_id" in res.columns and res.height
-                    else m.group("id") if m else d.name)
+        ckpts = checkpoints(d, res)
+        state_id, status = states.get(d.name, (d.name, None))
+        trial_id = str(res["trial_id"][0]) if "trial_id" in res.columns and res.height else state_id
         config = _trial_config(ckpts[-1] if ckpts else None, params, info)
         seed = params.get(SEED, config.get("seed"))
         error = (d / "error.txt").read_text(errors="replace").strip() if (d / "error.txt").is_file() else None
         # searched params as sampled (an inactive conditional one is null), the rest as configured
         row = {name: _cell(name, params.get(name) if name in searched else config.get(name)) for name in CONFIG_SCHEMA}
         row["config"] = json.dumps(_nested(config), sort_keys=True)
-        row.update(trial_id=trial_id, trial=d.name, trial_number=int(m.group("n")) if m else None,
+        row.update(trial_id=trial_id, trial=d.name, started=_started(res),
                    seed=None if seed is None else int(seed), setting=setting_label(params, searched),
-                   ray_status=statuses.get(d.name), has_error=error is not None,
-                   error=_last_line(error) if error else None,
+                   ray_status=status, has_error=error is not None, error=_last_line(error) if error else None,
                    checkpoint=f"{d.name}/{ckpts[-1].name}" if ckpts else None)
         rows.append(row)
         if res.height:
@@ -331,10 +316,21 @@ def _meta(study_dir: Path, info: StudyInfo) -> tuple[pl.DataFrame, list[pl.DataF
         curve = next((c / FRAMES_FILE for c in reversed(ckpts) if (c / FRAMES_FILE).is_file()), None)
         if curve is not None:
             frames.append(_frame_rows(curve, trial_id))
-    schema = {**CONFIG_SCHEMA, "trial_id": pl.String(), "trial": pl.String(), "trial_number": pl.Int64(),
+    schema = {**CONFIG_SCHEMA, "trial_id": pl.String(), "trial": pl.String(), "started": pl.Float64(),
               "seed": pl.Int64(), "setting": pl.String(), "ray_status": pl.String(), "has_error": pl.Boolean(),
               "error": pl.String(), "checkpoint": pl.String(), "config": pl.String()}
-    return pl.DataFrame(rows, schema=schema, strict=False), results, frames
+    meta = pl.DataFrame(rows, schema=schema, strict=False)
+    # Trials numbered in the order they started (a pending one, with no result yet, last).
+    meta = meta.sort(["started", "trial"], nulls_last=True).with_row_index("trial_number", offset=1)
+    return meta.with_columns(pl.col("trial_number").cast(pl.Int64)).drop("started"), results, frames
+
+
+def _started(results: pl.DataFrame) -> float | None:
+    """When the trial started (epoch seconds), from Tune's auto-filled timestamp and time_total_s."""
+    if not {"timestamp", "time_total_s"} <= set(results.columns) or not results.height:
+        return None
+    start = results.select((pl.col("timestamp") - pl.col("time_total_s")).min()).item()
+    return None if start is None else float(start)
 
 
 def _last_line(text: str) -> str:
@@ -386,7 +382,7 @@ def _epochs(results: list[pl.DataFrame]) -> pl.DataFrame:
             .sort(["trial_id", "epoch"]))
 
 
-def _aggregate(epochs: pl.DataFrame, metric: str) -> pl.DataFrame:
+def _aggregate(epochs: pl.DataFrame) -> pl.DataFrame:
     """Per-trial summaries of the epochs table (Polars expressions, one group_by)."""
 
     def last(c: str, dtype: pl.DataType = pl.Float64()) -> pl.Expr:
@@ -413,12 +409,60 @@ def _aggregate(epochs: pl.DataFrame, metric: str) -> pl.DataFrame:
         agg("train/frames_per_s", "mean").alias("train_frames_per_s"),
         (pl.col("diverged").fill_null(False).any() if "diverged" in epochs.columns else pl.lit(False)).alias("diverged"),
         (pl.col("done").fill_null(False).any() if "done" in epochs.columns else pl.lit(False)).alias("done"),
-        last(metric).alias("objective"),
         last("hostname", pl.String()).alias("hostname"),
         last("node_ip", pl.String()).alias("node_ip"),
         (pl.col("timestamp").max() if "timestamp" in epochs.columns else pl.lit(None)).cast(pl.Float64).alias("last_report"),
     ]
     return epochs.group_by("trial_id").agg(exprs)
+
+
+def finite(v: Any) -> bool:
+    """A number that is neither NaN nor infinite (a bool is no number here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def trial_objective(reports: Iterable[tuple[int, Any]], objective: str, mode: str) -> tuple[float | None, int | None]:
+    """A trial's score and the epoch that gave it, from its (epoch, value) reports in order.
+
+    A later report of an epoch replaces an earlier one (a resumed trial re-reports); a value that is
+    not a finite number was not measured. "best": the best finite value by `mode`, at the first epoch
+    that reached it; "last": the value of the last epoch reported (None if it was not finite).
+    (None, None) when nothing counts. Optuna is told the same (study.space.SeedRepeater).
+    """
+    values = {int(epoch): float(v) if finite(v) else None for epoch, v in reports}
+    if not values:
+        return None, None
+    if objective == "last":
+        epoch = max(values)
+        return (values[epoch], epoch) if values[epoch] is not None else (None, None)
+    measured = [(e, v) for e, v in sorted(values.items()) if v is not None]
+    if not measured:
+        return None, None
+    pick = max if mode == "max" else min
+    epoch, value = pick(measured, key=lambda ev: ev[1])  # max/min keep the first of equals
+    return value, epoch
+
+
+_OBJECTIVE_SCHEMA = {"trial_id": pl.String(), "objective": pl.Float64(), "objective_epoch": pl.Int64(),
+                     "objective_checkpoint": pl.String()}
+
+
+def _objectives(epochs: pl.DataFrame, info: StudyInfo, study_dir: Path) -> pl.DataFrame:
+    """Per trial: its score (trial_objective of the study metric), the epoch that gave it, and that
+    epoch's checkpoint (`<trial>/<checkpoint>`, null if Tune did not keep it)."""
+    rows = []
+    if epochs.height and info.metric in epochs.columns:
+        ckpt = _CHECKPOINT in epochs.columns
+        for (trial_id,), g in epochs.filter(pl.col("epoch").is_not_null()).group_by("trial_id", maintain_order=True):
+            value, epoch = trial_objective(zip(g["epoch"], g[info.metric]), info.objective, info.mode)
+            name = None
+            if epoch is not None and ckpt:
+                name = g.filter(pl.col("epoch") == epoch)[_CHECKPOINT][0]
+            trial = g["trial"][0]
+            kept = name is not None and (study_dir / trial / name / MANIFEST_FILE).is_file()
+            rows.append({"trial_id": trial_id, "objective": value, "objective_epoch": epoch,
+                         "objective_checkpoint": f"{trial}/{name}" if kept else None})
+    return pl.DataFrame(rows, schema=_OBJECTIVE_SCHEMA)
 
 
 def _status(finished: bool) -> pl.Expr:
@@ -445,7 +489,7 @@ def build_tables(study_dir: str | Path) -> Tables:
     keep = [c for c in METRICS if c in raw.columns]
     keep += sorted(c for c in raw.columns if c not in _RAY_DROP and c not in keep and c not in ("trial_id", "trial"))
     trials = (
-        meta.join(_aggregate(raw, info.metric), on="trial_id", how="left")
+        meta.join(_aggregate(raw), on="trial_id", how="left").join(_objectives(raw, info, study_dir), on="trial_id", how="left")
         .with_columns(diverged=pl.col("diverged").fill_null(False), done=pl.col("done").fill_null(False),
                       epochs_run=pl.col("epochs_run").fill_null(0))
         .with_columns(status=_status(finished))
@@ -461,7 +505,8 @@ def build_tables(study_dir: str | Path) -> Tables:
               .select("trial_id", "setting", "seed", "frame", "psnr_final", "psnr_best", "psnr_hold",
                       "epoch", "best_epoch"))
     first = ["trial_id", "trial", "trial_number", "setting", "seed", "status", "epochs_run", "epochs",
-             "best_val_psnr", "best_epoch", "last_val_psnr", "val_psnr_hold", "objective"]
+             "objective", "objective_epoch", "objective_checkpoint", "best_val_psnr", "best_epoch", "last_val_psnr",
+             "val_psnr_hold"]
     trials = trials.select(first + [c for c in trials.columns if c not in first])
     return Tables(trials=trials, epochs=epochs, frames=frames)
 
@@ -493,7 +538,7 @@ def _sources(study_dir: Path) -> Iterable[Path]:
     for d in trial_dirs(study_dir):
         yield d
         yield from (d / n for n in ("params.json", "result.json", "error.txt"))
-        yield from checkpoints(d)
+        yield from (p for p in d.iterdir() if p.is_dir())  # its checkpoints
 
 
 def load_tables(study_dir: str | Path) -> Tables:
@@ -508,22 +553,48 @@ def load_tables(study_dir: str | Path) -> Tables:
     return analyze(study_dir)
 
 
-def summary_by_setting(trials: pl.DataFrame, params: Sequence[str] = ()) -> pl.DataFrame:
-    """Best val/psnr per setting over its seeds: n, mean, sd (null if n < 2), min, max, statuses.
+def ranking(tables: Tables, info: StudyInfo) -> pl.DataFrame:
+    """THE ranking of the study's settings (contract 7), best first: one row per setting.
 
-    A trial counts when it validated at least once (stopped-early and diverged ones included, as
-    their status counts show). Sorted best mean first; `params` columns (if given) come along.
+    A trial scores its `objective` (trial_objective of the study metric); a setting scores the mean
+    over its seeds that have a score. A setting that lost a seed (an ended trial without a score:
+    it diverged or failed before measuring, or for "last", ended on NaN) ranks below every setting
+    that lost none; a setting with no score at all ranks last. Columns: rank, setting, the searched
+    parameters, n (seeds scored), mean, sd (null if n < 2), min, max, trials, lost, complete, seeds,
+    n_<status> counts, and the setting's best-scoring trial: best_trial (its folder), best_trial_id,
+    best_seed, best_value, best_epoch (the epoch its score comes from) and best_checkpoint (that
+    epoch's checkpoint, `<trial>/<checkpoint>`, null if Tune did not keep it).
     """
-    x = pl.col("best_val_psnr")
-    extra = [pl.col(p).drop_nulls().first().alias(p) for p in params if p in trials.columns]
+    t = tables.trials
+    x = pl.col("objective")
+    desc = info.mode == "max"
+    lost = x.is_null() & (pl.col("status") != "running")
+    params = [pl.col(p).drop_nulls().first().alias(p) for p in info.searched if p in t.columns]
     status = [(pl.col("status") == s).sum().alias(f"n_{s}") for s in STATUSES]
+    best = (t.filter(x.is_not_null()).sort(["objective", "trial_number"], descending=[desc, False])
+            .group_by("setting", maintain_order=True).first()
+            .select("setting", best_trial="trial", best_trial_id="trial_id", best_seed="seed", best_value="objective",
+                    best_epoch="objective_epoch", best_checkpoint="objective_checkpoint"))
     return (
-        trials.group_by("setting")
-        .agg(*extra, x.count().alias("n"), x.mean().alias("mean"), x.std(ddof=1).alias("sd"), x.min().alias("min"),
-             x.max().alias("max"), pl.len().alias("trials"), pl.col("seed").sort().alias("seeds"), *status)
-        .sort(["mean", "setting"], descending=[True, False], nulls_last=True)
+        t.group_by("setting")
+        .agg(*params, x.count().alias("n"), x.mean().alias("mean"), x.std(ddof=1).alias("sd"), x.min().alias("min"),
+             x.max().alias("max"), pl.len().alias("trials"), lost.sum().alias("lost"),
+             pl.col("seed").sort().alias("seeds"), *status)
+        .join(best, on="setting", how="left")
+        .with_columns(complete=pl.col("lost") == 0, _scored=pl.col("mean").is_not_null())
+        .sort(["_scored", "complete", "mean", "setting"], descending=[True, True, desc, False], nulls_last=True)
+        .drop("_scored")
+        .with_row_index("rank", offset=1)
     )
 
 
-__all__ = ["CONFIG_SCHEMA", "STATUSES", "StudyInfo", "Tables", "analyze", "build_tables", "checkpoints",
-           "load_tables", "read_results", "read_study", "setting_label", "summary_by_setting", "trial_dirs"]
+def winner(ranked: pl.DataFrame) -> dict[str, Any] | None:
+    """The ranking's first setting, if it has a score (None before any trial measured one)."""
+    if not ranked.height or ranked["mean"][0] is None:
+        return None
+    return ranked.row(0, named=True)
+
+
+__all__ = ["CONFIG_SCHEMA", "STATUSES", "StudyInfo", "Tables", "analyze", "build_tables", "checkpoints", "finite", "fmt_value",
+           "load_tables", "ranking", "read_results", "read_study", "setting_label", "trial_dirs", "trial_objective",
+           "winner"]

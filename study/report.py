@@ -35,7 +35,7 @@ import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
-from study.analyze import TABLES_DIR, StudyInfo, Tables, analyze, load_tables, read_study, summary_by_setting
+from study.analyze import TABLES_DIR, StudyInfo, Tables, analyze, fmt_value, load_tables, ranking, read_study, winner
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,13 @@ def _q(x: str) -> str:
     return f'"{_e(x)}"'
 
 
-def _db(x: float | None, sd: float | None = None, n: int | None = None) -> str:
+def _db(x: float | None, sd: float | None = None, n: int | None = None, unit: str = " dB") -> str:
     if x is None or not math.isfinite(x):
         return "n/a"
     s = f"{x:.2f}"
     if sd is not None and math.isfinite(sd):
         s += f" ± {sd:.2f}"
-    s += " dB"
+    s += unit
     if n is not None:
         s += f" (n={n})"
     return s
@@ -128,7 +128,7 @@ class _Ctx:
     study_dir: Path
     info: StudyInfo
     tables: Tables
-    summary: pl.DataFrame  # summary_by_setting, best first
+    summary: pl.DataFrame  # THE ranking of the settings (study.analyze.ranking), best first
     colors: dict[str, str]  # setting -> colour, the same in every figure
 
     @property
@@ -146,7 +146,7 @@ class _Ctx:
 
 def _context(study_dir: Path, tables: Tables) -> _Ctx:
     info = read_study(study_dir)
-    summary = summary_by_setting(tables.trials, info.searched)
+    summary = ranking(tables, info)
     ranked = list(summary["setting"]) if summary.height else []
     return _Ctx(study_dir, info, tables, summary, {s: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(ranked)})
 
@@ -157,38 +157,39 @@ def _floor(ctx: _Ctx) -> float | None:
 
 
 # -- 1. summary -------------------------------------------------------------------------------------
-def _verdict(w: dict[str, Any], r: dict[str, Any]) -> str:
-    gap = w["mean"] - r["mean"]
+def _verdict(w: dict[str, Any], r: dict[str, Any], unit: str) -> str:
+    gap = abs(w["mean"] - r["mean"])
     if w["n"] < 2 or r["n"] < 2 or w["sd"] is None or r["sd"] is None:
-        return f"the gap ({gap:.2f} dB) cannot be judged against the seed-to-seed spread (a single seed)"
+        return f"the gap ({gap:.2f}{unit}) cannot be judged against the seed-to-seed spread (a single seed)"
     spread = w["sd"] + r["sd"]
     if gap > spread:
-        return f"the gap ({gap:.2f} dB) exceeds the seed-to-seed spread (sd {w['sd']:.2f} + {r['sd']:.2f} dB)"
-    return (f"the gap ({gap:.2f} dB) is within the seed-to-seed spread (sd {w['sd']:.2f} + {r['sd']:.2f} dB): "
+        return f"the gap ({gap:.2f}{unit}) exceeds the seed-to-seed spread (sd {w['sd']:.2f} + {r['sd']:.2f}{unit})"
+    return (f"the gap ({gap:.2f}{unit}) is within the seed-to-seed spread (sd {w['sd']:.2f} + {r['sd']:.2f}{unit}): "
             "not a clear difference")
 
 
 def _others(row: dict[str, Any], params: Sequence[str], skip: str) -> str:
-    rest = [f"{p}={_fmt(row[p])}" for p in params if p != skip and row.get(p) is not None]
+    rest = [f"{p}={fmt_value(row[p])}" for p in params if p != skip and row.get(p) is not None]
     return f" ({', '.join(rest)})" if rest else ""
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def comparisons(ranked: pl.DataFrame, params: Sequence[str], unit: str = " dB") -> list[str]:
+    """One plain sentence per comparison, from THE ranking (study.analyze.ranking): overall, then per
+    searched parameter (its best-ranked setting per value)."""
+    rows = [r for r in ranked.iter_rows(named=True) if r["mean"] is not None]
 
+    def score(row: dict[str, Any]) -> str:
+        return _db(row["mean"], row["sd"], row["n"], unit)
 
-def comparisons(summary: pl.DataFrame, params: Sequence[str]) -> list[str]:
-    """One plain sentence per comparison: overall, then per searched parameter (its best setting per value)."""
-    rows = [r for r in summary.iter_rows(named=True) if r["mean"] is not None]
     out: list[str] = []
     if len(rows) >= 2:
         w, r = rows[0], rows[1]
-        out.append(f"Overall: {w['setting']} wins with {_db(w['mean'], w['sd'], w['n'])} over the runner-up "
-                   f"{r['setting']} {_db(r['mean'], r['sd'], r['n'])}; {_verdict(w, r)}.")
+        out.append(f"Overall: {w['setting']} wins with {score(w)} over the runner-up {r['setting']} {score(r)}; "
+                   f"{_verdict(w, r, unit)}.")
     elif len(rows) == 1:
-        out.append(f"Only one setting has a validation result: {rows[0]['setting']} {_db(rows[0]['mean'], rows[0]['sd'], rows[0]['n'])}.")
+        out.append(f"Only one setting has a validation result: {rows[0]['setting']} {score(rows[0])}.")
     for p in params:
-        if p not in summary.columns:
+        if p not in ranked.columns:
             continue
         best: dict[Any, dict[str, Any]] = {}
         for row in rows:  # best first, so the first row per value is that value's best setting
@@ -196,13 +197,39 @@ def comparisons(summary: pl.DataFrame, params: Sequence[str]) -> list[str]:
                 best.setdefault(row[p], row)
         if len(best) < 2:
             continue
-        if summary[p].dtype.is_float() and len(best) > 6:
+        if ranked[p].dtype.is_float() and len(best) > 6:
             out.append(f"{p} is continuous here ({len(best)} values): see its slice plot in the search section.")
             continue
         (vw, w), (vr, r) = list(best.items())[:2]
-        out.append(f"{p}: {p}={_fmt(vw)}{_others(w, params, p)} wins with {_db(w['mean'], w['sd'], w['n'])} over "
-                   f"{p}={_fmt(vr)}{_others(r, params, p)} {_db(r['mean'], r['sd'], r['n'])}; {_verdict(w, r)}.")
+        out.append(f"{p}: {p}={fmt_value(vw)}{_others(w, params, p)} wins with {score(w)} over "
+                   f"{p}={fmt_value(vr)}{_others(r, params, p)} {score(r)}; {_verdict(w, r, unit)}.")
     return out
+
+
+def _unit(metric: str) -> str:
+    return " dB" if "psnr" in metric else ""
+
+
+def _scored_by(info: StudyInfo) -> str:
+    return f"{info.metric} at each trial's {info.objective} epoch"
+
+
+def _best_items(ctx: _Ctx, floor: float | None) -> list[str]:
+    """The ranking's first setting and its best-scoring trial (whose checkpoint the frames show)."""
+    best, info = winner(ctx.summary), ctx.info
+    if best is None:
+        return []
+    unit = _unit(info.metric)
+    row = ctx.trials.filter(pl.col("trial") == best["best_trial"]).row(0, named=True)
+    gain = ""
+    if info.metric == "val/psnr" and row["val_psnr_hold"] is not None:
+        gain = f", {best['best_value'] - row['val_psnr_hold']:+.2f} dB over the floor"
+    ckpt = best["best_checkpoint"] or "not kept"
+    return [f"<li><b>Best configuration</b>: {_e(best['setting'])}, {_e(info.metric)} "
+            f"{_e(_db(best['mean'], best['sd'], best['n'], unit))} (mean ± sd over seeds of {_e(_scored_by(info))})</li>",
+            f"<li><b>Best run</b>: trial {_e(best['best_trial_id'])} ({_e(best['setting'])}, seed {_e(best['best_seed'])}): "
+            f"{_e(info.metric)} {_e(_db(best['best_value'], unit=unit))} at epoch {_e(best['best_epoch'])}{_e(gain)}; "
+            f"checkpoint {_e(ckpt)}</li>"]
 
 
 def _summary_section(ctx: _Ctx) -> str:
@@ -212,22 +239,8 @@ def _summary_section(ctx: _Ctx) -> str:
                        ("completed", "stopped_early", "diverged", "errored", "running"))
     items = [f"<li><b>Trials</b>: {t.height} ({_e(status)})</li>"]
     floor = _floor(ctx)
+    items += _best_items(ctx, floor)
     scored = t.filter(pl.col("best_val_psnr").is_not_null())
-    if ctx.summary.height and ctx.summary["mean"][0] is not None:
-        b = ctx.summary.row(0, named=True)
-        items.append(f"<li><b>Best configuration</b>: {_e(b['setting'])}, best val/psnr "
-                     f"{_e(_db(b['mean'], b['sd'], b['n']))} (mean ± sd over seeds)</li>")
-    if scored.height:
-        r = scored.sort("best_val_psnr", descending=True).row(0, named=True)
-        gain = f", {r['best_val_psnr'] - floor:+.2f} dB over the floor" if floor is not None else ""
-        items.append(f"<li><b>Best run</b>: trial {_e(r['trial_id'])} ({_e(r['setting'])}, seed {_e(r['seed'])}): "
-                     f"val/psnr {_e(_db(r['best_val_psnr']))} at epoch {_e(r['best_epoch'])}{_e(gain)}</li>")
-    if info.metric != "val/psnr":
-        obj = t.filter(pl.col("objective").is_not_null()).sort("objective", descending=info.mode == "max")
-        if obj.height:
-            o = obj.row(0, named=True)
-            items.append(f"<li><b>Optimised metric</b> {_e(info.metric)} ({_e(info.mode)}): best {o['objective']:.4g} "
-                         f"(trial {_e(o['trial_id'])}, {_e(o['setting'])})</li>")
     if floor is not None:
         beat = scored.filter(pl.col("best_val_psnr") > pl.col("val_psnr_hold")).height
         items.append(f'<li id="floor"><b>Floor</b>: repeating frame 0 scores val/psnr_hold = {floor:.2f} dB on the '
@@ -244,26 +257,30 @@ def _summary_section(ctx: _Ctx) -> str:
     items.append(f"<li><b>Time</b>: {_seconds(float(wall.sum()) if wall.len() else None)} of trial wall time "
                  f"(sum over trials), {_seconds(float(cpu.sum()) if cpu.len() else None)} of CPU time, "
                  f"{_seconds(elapsed)} from the first trial's start to the last report</li>")
-    sentences = comparisons(ctx.summary, info.searched)
+    sentences = comparisons(ctx.summary, info.searched, _unit(info.metric))
     comp = ("<ul class=\"verdicts\">" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>") if sentences else \
         _note("No comparison yet: fewer than two settings have a validation result.")
-    table = _summary_table(ctx.summary)
+    table = _summary_table(ctx.summary, _unit(info.metric))
     desc = f"<p>{_e(info.description)}</p>" if info.description else ""
     study = (f'<details open><summary>The study file (study.toml)</summary><pre class="study-file">{_e(info.text)}</pre></details>'
              if info.text else _note("No study.toml in this results dir."))
     return (f"{desc}<ul class=\"facts\">{''.join(items)}</ul><h3>Verdicts</h3>{comp}"
-            f"<h3>Best val/psnr per setting (mean ± sd over seeds)</h3>{table}"
-            "<p class=\"small\">Per trial, the best val/psnr over its epochs; every trial that validated at least once counts, "
-            "stopped-early and diverged ones included (see their counts). sd needs n ≥ 2.</p>" + study)
+            f"<h3>The ranking: {_e(_scored_by(info))}, mean ± sd over seeds</h3>{table}"
+            f"<p class=\"small\">Per trial, {_e(info.metric)} at its {_e(info.objective)} epoch ([study] objective); "
+            "every trial with a value counts, stopped-early and diverged ones included (see their counts). A setting "
+            "that lost a seed (a trial that ended without a value) ranks below every setting that lost none. "
+            "sd needs n ≥ 2. best.toml, the verdicts, the frames below and the console read this ranking.</p>" + study)
 
 
-def _summary_table(summary: pl.DataFrame) -> str:
+def _summary_table(summary: pl.DataFrame, unit: str = " dB") -> str:
     if not summary.height:
         return _note("No trials yet.")
     df = summary.select(
-        pl.col("setting"), pl.col("n"),
-        pl.struct("mean", "sd").map_elements(lambda s: _db(s["mean"], s["sd"]), return_dtype=pl.String).alias("mean ± sd"),
-        pl.col("min").round(2).alias("min (dB)"), pl.col("max").round(2).alias("max (dB)"),
+        pl.col("rank"), pl.col("setting"), pl.col("n"),
+        pl.struct("mean", "sd").map_elements(lambda s: _db(s["mean"], s["sd"], unit=unit), return_dtype=pl.String)
+        .alias("mean ± sd"),
+        pl.col("min").round(2).alias(f"min{unit}"), pl.col("max").round(2).alias(f"max{unit}"),
+        pl.col("lost").alias("lost seeds"),
         pl.col("seeds").list.eval(pl.element().cast(pl.String)).list.join(", ").alias("seeds"),
         pl.concat_str([pl.format(f"{{}} {s.replace('_', ' ')}", pl.col(f"n_{s}")) for s in
                        ("completed", "stopped_early", "diverged", "errored", "running")], separator=", ").alias("trials"),
@@ -331,32 +348,39 @@ def _setting_curves(ctx: _Ctx, col: str, y_title: str, **yaxis: Any) -> go.Figur
 
 
 def _fig_best_per_setting(ctx: _Ctx) -> _Figure | None:
-    t = ctx.trials.filter(pl.col("best_val_psnr").is_not_null())
+    """Each trial's score and each setting's mean ± sd: the ranking, drawn."""
+    t = ctx.trials.filter(pl.col("objective").is_not_null())
     if not t.height:
         return None
+    metric, unit = ctx.info.metric, _unit(ctx.info.metric)
+    which = "Best" if ctx.info.objective == "best" else "Last"
     fig = go.Figure()
     order = ctx.order(t["setting"].to_list())
     for s in order:
         g = t.filter(pl.col("setting") == s)
         fig.add_trace(go.Scatter(
-            x=g["best_val_psnr"].to_list(), y=[s] * g.height, mode="markers", name=s,
+            x=g["objective"].to_list(), y=[s] * g.height, mode="markers", name=s,
             marker={"color": ctx.colors.get(s), "size": 10, "symbol": "circle-open", "line": {"width": 2}},
-            customdata=list(zip(g["seed"].to_list(), g["status"].to_list(), g["trial_id"].to_list())),
-            hovertemplate="%{y}<br>seed %{customdata[0]} (%{customdata[2]}, %{customdata[1]})<br>best val/psnr %{x:.2f} dB<extra></extra>"))
+            customdata=list(zip(g["seed"].to_list(), g["status"].to_list(), g["trial_id"].to_list(),
+                                g["objective_epoch"].to_list())),
+            hovertemplate=(f"%{{y}}<br>seed %{{customdata[0]}} (%{{customdata[2]}}, %{{customdata[1]}})<br>{_e(metric)} "
+                           f"%{{x:.2f}}{unit} at epoch %{{customdata[3]}}<extra></extra>")))
     rows = ctx.summary.filter(pl.col("mean").is_not_null())
     fig.add_trace(go.Scatter(
         x=rows["mean"].to_list(), y=rows["setting"].to_list(), mode="markers", name="mean ± sd over seeds",
         marker={"color": "black", "symbol": "line-ns-open", "size": 18, "line": {"width": 3}},
         error_x={"type": "data", "array": rows["sd"].fill_null(0.0).to_list(), "visible": True, "color": "black"},
-        hovertemplate="%{y}<br>mean %{x:.2f} dB<extra></extra>"))
-    floor = _floor(ctx)
+        hovertemplate=f"%{{y}}<br>mean %{{x:.2f}}{unit}<extra></extra>"))
+    floor = _floor(ctx) if metric == "val/psnr" else None
     if floor is not None:
         fig.add_trace(go.Scatter(x=[floor, floor], y=[order[0], order[-1]], mode="lines", name=FLOOR,
                                  line={"color": "#444", "dash": "dash", "width": 2}))
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], automargin=True)
     fig.update_layout(height=max(_HEIGHT, 120 + 40 * len(order)))
-    return _Figure("fig-setting-best", "Best val/psnr of each trial, per setting", _legend(fig, "best val/psnr (dB)", "setting"),
-                   "Open circles: one trial (seed) each; black bars: mean ± sd over seeds; dashed: repeating frame 0.")
+    return _Figure("fig-setting-best", f"{which} {metric} of each trial, per setting",
+                   _legend(fig, f"{which.lower()} {metric}{f' ({unit.strip()})' if unit else ''}", "setting"),
+                   "Open circles: one trial (seed) each, its score; black bars: mean ± sd over seeds, the ranking "
+                   "(best first, top)" + ("; dashed: repeating frame 0." if floor is not None else "."))
 
 
 def _fig_tfr(ctx: _Ctx) -> _Figure | None:
@@ -378,7 +402,7 @@ def _kl_label(row: dict[str, Any]) -> str:
     kind = row.get("kl_anneal_type")
     if kind == "None" or kind is None:
         return "None (β = 1)"
-    return f"{kind} (cycle {row.get('kl_anneal_cycle')}, ratio {_fmt(row.get('kl_anneal_ratio'))})"
+    return f"{kind} (cycle {row.get('kl_anneal_cycle')}, ratio {fmt_value(row.get('kl_anneal_ratio'))})"
 
 
 def _fig_beta(ctx: _Ctx) -> _Figure | None:
@@ -429,25 +453,28 @@ def _fig_frames_psnr(ctx: _Ctx) -> _Figure | None:
     f = ctx.tables.frames
     if not f.height:
         return None
-    with_curve = ctx.trials.filter(pl.col("trial_id").is_in(f["trial_id"].unique().implode()) & pl.col("best_val_psnr").is_not_null())
-    if not with_curve.height:
+    # each setting's best-ranked run (THE ranking's best_trial_id), if its curve was saved
+    best = ctx.summary.filter(pl.col("best_trial_id").is_in(f["trial_id"].unique().implode()))
+    if not best.height:
         return None
-    best = (with_curve.sort("best_val_psnr", descending=True).group_by("setting", maintain_order=True).first()
-            .select("trial_id", "setting", "seed"))
+    # the curve of the epoch the score comes from: the best epoch's, or the newest checkpoint's
+    use_best = ctx.info.objective == "best"
     fig = go.Figure()
-    for s in ctx.order(best["setting"].to_list()):
-        tid, seed = best.filter(pl.col("setting") == s).select("trial_id", "seed").row(0)
+    for row in best.iter_rows(named=True):
+        s, tid, seed = row["setting"], row["best_trial_id"], row["best_seed"]
         g = f.filter(pl.col("trial_id") == tid).sort("frame")
-        y = g.select(pl.coalesce("psnr_best", "psnr_final")).to_series().to_list()
-        epoch = g["best_epoch"][0] if g["psnr_best"].null_count() < g.height else g["epoch"][0]
+        has_best = use_best and g["psnr_best"].null_count() < g.height
+        y = g.select(pl.coalesce("psnr_best", "psnr_final") if has_best else pl.col("psnr_final")).to_series().to_list()
+        epoch = g["best_epoch"][0] if has_best else g["epoch"][0]
         fig.add_trace(go.Scatter(x=g["frame"].to_list(), y=y, mode="lines", name=s, line={"color": ctx.colors.get(s)},
                                  hovertemplate=f"{_e(s)} (seed {seed}, epoch {epoch})<br>frame %{{x}}: %{{y:.2f}} dB<extra></extra>"))
     hold = f.group_by("frame").agg(pl.col("psnr_hold").median()).sort("frame").drop_nulls()
     if hold.height:
         _floor_line(fig, hold["frame"].to_list(), hold["psnr_hold"].to_list())
     _legend(fig, "predicted frame t of the validation video (frame 0 given)", "PSNR (dB)")
+    when = "at its best val/psnr epoch" if use_best else "at its newest checkpoint"
     return _Figure("fig-frame-psnr", "Per-frame PSNR over the validation video, best run of each setting", fig,
-                   "For each setting, the run with the best val/psnr, at its best epoch. Errors compound along the "
+                   f"For each setting, its best-ranked run, {when}. Errors compound along the "
                    "rollout; dashed: repeating frame 0, which decays as the dancer moves away from its first pose.")
 
 
@@ -560,22 +587,37 @@ def optuna_study(study_dir: str | Path, tables: Tables | None = None) -> tuple[A
     for p in names:
         if p not in dists:
             dists[p] = _inferred(t[p].drop_nulls().unique().to_list())
-    groups = (t.group_by("setting", maintain_order=True)
-              .agg(*[pl.col(p).drop_nulls().first() for p in names], pl.col("objective").mean(),
-                   pl.col("trial_number").min())
-              .sort("trial_number", nulls_last=True))
+    # THE ranking's score per setting (what the searcher was told), in the order the settings started
+    first = t.group_by("setting").agg(pl.col("trial_number").min())
+    groups = ranking(tables, info).join(first, on="setting", how="left").sort("trial_number", nulls_last=True)
+    curves = _epoch_means(tables.epochs, info.metric)
     study = optuna.create_study(direction=direction, study_name=info.name)
     for row in groups.iter_rows(named=True):
         params = {p: row[p] for p in names if row[p] is not None}
-        value = row["objective"]
+        value = row["mean"]
         ok = value is not None and math.isfinite(value)
         try:
             study.add_trial(optuna.trial.create_trial(
                 params=params, distributions={p: dists[p] for p in params}, value=value if ok else None,
+                intermediate_values=curves.get(row["setting"]),
                 state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL))
         except ValueError as e:
             log.warning("setting %s left out of the rebuilt Optuna study: %s", row["setting"], e)
-    return study, "rebuilt from the trials table (no usable optuna.db): one Optuna trial per setting, valued by the mean over seeds"
+    return study, ("rebuilt from the trials table (no usable optuna.db): one Optuna trial per setting, valued as "
+                   "the study ranks it (the mean over seeds)")
+
+
+def _epoch_means(epochs: pl.DataFrame, metric: str) -> dict[str, dict[int, float]]:
+    """setting -> epoch -> the mean over its seeds of the metric (the intermediate values Optuna is told)."""
+    if metric not in epochs.columns or not epochs.height:
+        return {}
+    x = pl.col(metric)
+    means = (epochs.filter(x.is_not_null() & x.is_finite()).group_by("setting", "epoch").agg(x.mean())
+             .sort("setting", "epoch"))
+    out: dict[str, dict[int, float]] = {}
+    for setting, epoch, value in means.iter_rows():
+        out.setdefault(setting, {})[int(epoch)] = float(value)
+    return out
 
 
 def _search_section(ctx: _Ctx) -> str:
@@ -736,23 +778,29 @@ def _rollout(ckpt: Path) -> dict[str, Any]:
 
 
 def _frames_section(ctx: _Ctx) -> str:
-    runs = ctx.trials.filter(pl.col("checkpoint").is_not_null() & pl.col("best_val_psnr").is_not_null())
-    if not runs.height:
-        return _note("No trial has a checkpoint with a validation yet: the frames appear once one has.", "note-frames")
-    r = runs.sort("best_val_psnr", descending=True).row(0, named=True)
-    ckpt = ctx.study_dir / r["checkpoint"]
+    """The rollout of THE ranking's best run, from the checkpoint of the epoch its score comes from."""
+    best, metric = winner(ctx.summary), ctx.info.metric
+    if best is None:
+        return _note("No trial has a score yet: the frames appear once one has.", "note-frames")
+    run = (f"Trial {_e(best['best_trial_id'])} ({_e(best['setting'])}, seed {_e(best['best_seed'])}), the best run of "
+           f"the best configuration: {_e(metric)} {_e(_db(best['best_value'], unit=_unit(metric)))} at epoch "
+           f"{_e(best['best_epoch'])}")
+    if best["best_checkpoint"] is None:
+        return _note(f"{run}; Tune did not keep the checkpoint of that epoch, so its frames cannot be shown.",
+                     "note-frames")
+    ckpt = ctx.study_dir / best["best_checkpoint"]
     try:
         out = _rollout(ckpt)
     except Exception as e:  # noqa: BLE001 - a lost checkpoint or dataset costs only this section
         log.info("frames of %s not shown: %s", ckpt, e)
-        return _note(f"The best run's frames cannot be shown: its checkpoint {r['checkpoint']} or its dataset could "
-                     f"not be loaded ({type(e).__name__}: {e}).", "note-frames")
+        return _note(f"The best run's frames cannot be shown: its checkpoint {best['best_checkpoint']} or its dataset "
+                     f"could not be loaded ({type(e).__name__}: {e}).", "note-frames")
     head = "".join(f"<th>t = {s['t']}</th>" for s in out["strip"])
     true = "".join(f'<td><img alt="true frame {s["t"]}" src="{s["true"]}"></td>' for s in out["strip"])
     pred = "".join(f'<td><img alt="predicted frame {s["t"]}" src="{s["pred"]}"></td>' for s in out["strip"])
-    return (f"<p>Trial {_e(r['trial_id'])} ({_e(r['setting'])}, seed {_e(r['seed'])}), best val/psnr "
-            f"{_e(_db(r['best_val_psnr']))}; frames from its newest checkpoint ({_e(r['checkpoint'])}, epoch "
-            f"{_e(out['epoch'])}), rerun from frame 0 and the poses with the run's own noise seed.</p>"
+    return (f"<p>{run}; frames from that epoch's checkpoint (<span id=\"frames-checkpoint\">"
+            f"{_e(best['best_checkpoint'])}</span>, epoch {_e(out['epoch'])}), rerun from frame 0 and the poses with "
+            "the run's own noise seed.</p>"
             f'<table class="strip" id="frame-strip"><thead><tr><th></th>{head}</tr></thead><tbody>'
             f"<tr><th>true</th>{true}</tr><tr><th>predicted</th>{pred}</tr></tbody></table>"
             f'<figure class="rollout"><img id="rollout-animation" alt="rollout animation: true (left) and predicted (right)" '
@@ -769,6 +817,8 @@ def _trials_section(ctx: _Ctx) -> str:
     df = t.select(
         pl.col("trial_number").alias("#"), "trial_id", "setting", "seed", "status",
         pl.format("{}/{}", "epochs_run", "epochs").alias("epochs"),
+        pl.col("objective").round(4).alias(f"score ({ctx.info.metric} at its {ctx.info.objective} epoch)"),
+        pl.col("objective_epoch").alias("score epoch"),
         pl.col("best_val_psnr").round(2).alias("best val/psnr (dB)"), "best_epoch",
         pl.col("last_val_psnr").round(2).alias("last val/psnr (dB)"),
         pl.col("val_psnr_hold").round(2).alias("floor (dB)"),

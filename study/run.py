@@ -25,22 +25,24 @@ import logging
 import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+import polars as pl
+
 from cvae.config import ConfigError
-from cvae.data import Dataset, DatasetError, load_dataset
-from study.spec import StudyError, StudySpec, load_spec, main_error
+from cvae.data import Dataset, DatasetError, clear_cache, load_dataset
+from study.analyze import StudyInfo, Tables, analyze, finite, fmt_value, ranking, read_study, winner
+from study.spec import SMOKE_TRIALS, StudyError, StudySpec, load_spec, main_error, smoke_spec
 from study.storage import RemoteStorage, StorageError, is_uri, open_storage
 
 log = logging.getLogger(__name__)
@@ -55,10 +57,6 @@ MIN_FREE_BYTES = 64 * 2**20  # free space --storage must have before a study sta
 # Metrics shown in the live progress table (column title -> metric).
 TABLE_METRICS: dict[str, str] = {"epoch": "epoch", "val/psnr": "val/psnr", "val/psnr_hold": "hold",
                                  "train/loss": "loss", "diverged": "diverged"}
-# The smoke test: a seconds-long study with the same space (see smoke_spec).
-SMOKE_TRIALS = 2
-SMOKE_TRAIN: dict[str, Any] = {"epochs": 2, "max_steps_per_epoch": 2, "val_every": 1}
-SMOKE_MODEL: dict[str, Any] = {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16}
 
 
 class StudyRunError(RuntimeError):
@@ -206,175 +204,84 @@ class Place:
         return self.remote.path(self.name) if self.remote else str(self.exp_dir)
 
 
-# -- the smoke test ------------------------------------------------------------------------------
-def smoke_spec(spec: StudySpec) -> StudySpec:
-    """A seconds-long variant of spec, run as `<name>-smoke`: SMOKE_TRIALS trials of the same space
-    (random sampler for a grid), one seed, 2 epochs of 2 steps, tiny data, a tiny model unless
-    [space] searches a model dim. [space] entries that the smoke values replace are dropped."""
-    fixed = {section: dict(table) for section, table in spec.fixed.items()}
-    base = spec.base_config()
-    data = {"synthetic_train_videos": max(2, math.ceil(base.train.batch_size / 2)),
-            "synthetic_train_frames": 2 * base.data.video_len, "val_video_len": min(base.data.val_video_len, 24)}
-    searched = {p.name for p in spec.space}
-    replaced = set(SMOKE_TRAIN) | set(data)
-    fixed["train"].update(SMOKE_TRAIN)
-    fixed["data"].update(data)
-    if not searched & set(SMOKE_MODEL):
-        fixed["model"].update(SMOKE_MODEL)
-    needed = {dep for p in spec.space for dep in (p.when or {})}
-    space = tuple(p for p in spec.space if p.name not in replaced or p.name in needed)
-    sampler = "random" if spec.sampler == "grid" else spec.sampler
-    return dataclasses.replace(
-        spec, name=f"{spec.name}-smoke", fixed=fixed, space=space, sampler=sampler, num_samples=SMOKE_TRIALS,
-        seeds=spec.seeds[:1], grace_period=1,
-    )
+# -- the best configuration: THE ranking's first setting ------------------------------------------
+def _per_seed(best: Mapping[str, Any], tables: Tables) -> list[tuple[int, float]]:
+    scored = tables.trials.filter((pl.col("setting") == best["setting"]) & pl.col("objective").is_not_null())
+    return sorted((int(seed), value) for seed, value in scored.select("seed", "objective").iter_rows())
 
 
-# -- the best configuration ----------------------------------------------------------------------
-@dataclass
-class TrialRecord:
-    """One trial as its folder records it."""
-
-    path: Path
-    params: dict[str, Any]
-    best: float | None  # best value of the study metric over its epochs (None: never finite)
-    row: dict[str, Any]  # the result row of that best value (or the last row)
-    epochs: int
-    diverged: bool
-    errored: bool
-
-    @property
-    def checkpoint(self) -> Path | None:
-        """The checkpoint of the best epoch if Ray kept it, else the trial's newest one."""
-        name = self.row.get("checkpoint_dir_name")
-        if name and (self.path / name).is_dir():
-            return self.path / name
-        kept = sorted(self.path.glob("checkpoint_*"))
-        return kept[-1] if kept else None
+def _epoch_row(tables: Tables, trial_id: str, epoch: int | None) -> dict[str, Any]:
+    rows = tables.epochs.filter((pl.col("trial_id") == trial_id) & (pl.col("epoch") == epoch))
+    return rows.row(0, named=True) if rows.height else {}
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _scored_by(info: StudyInfo) -> str:
+    return f"{info.metric} ({info.mode}) at each trial's {info.objective} epoch"
 
 
-def read_trials(exp_dir: Path, metric: str, mode: str) -> list[TrialRecord]:
-    """Every trial folder of an experiment, with its best value of `metric` (read from disk the way
-    study.analyze reads it: NaN/inf as missing, a half-written last line dropped)."""
-    from study.analyze import read_results, trial_dirs
-
-    records = []
-    for d in trial_dirs(exp_dir):
-        try:
-            params = json.loads((d / "params.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        rows = read_results(d / "result.json").to_dicts()
-        scored = [r for r in rows if _finite(r.get(metric))]
-        best_row = None
-        if scored:
-            pick = max if mode == "max" else min
-            best_row = pick(scored, key=lambda r: r[metric])  # first of equals: the epoch that measured it
-        row = best_row or (rows[-1] if rows else {})
-        records.append(TrialRecord(
-            path=d, params=params, best=best_row[metric] if best_row else None, row=row,
-            epochs=len({r.get("epoch") for r in rows}), diverged=any(r.get("diverged") for r in rows),
-            errored=(d / "error.txt").is_file(),
-        ))
-    return records
-
-
-@dataclass
-class Best:
-    """The study's best configuration and the trial that represents it."""
-
-    trial: TrialRecord
-    config_params: dict[str, Any]  # the sampled values without the seed
-    value: float  # the trial's best metric, or the mean over the configuration's trials (several seeds)
-    per_seed: list[tuple[int, float]]  # (seed, best metric) of each of those trials (several seeds only)
-
-
-def pick_best(trials: Sequence[TrialRecord], spec: StudySpec) -> Best | None:
-    """Best configuration by each trial's best `spec.metric`; with several seeds, by the mean over
-    the seeds of a configuration (its best seed's trial gives the checkpoint). A configuration with
-    a seed that diverged or failed ranks below every configuration whose seeds all finished."""
-    scored = [t for t in trials if t.best is not None]
-    if not scored:
-        return None
-    sign = 1.0 if spec.mode == "max" else -1.0
-    if len(spec.seeds) == 1:
-        top = max(scored, key=lambda t: sign * t.best)
-        return Best(trial=top, config_params=dict(top.params), value=top.best, per_seed=[])
-    groups: dict[str, list[TrialRecord]] = {}
-    for t in trials:
-        key = json.dumps({k: v for k, v in t.params.items() if k != "seed"}, sort_keys=True, default=str)
-        groups.setdefault(key, []).append(t)
-
-    def rank(members: list[TrialRecord]) -> tuple[bool, float]:
-        finite = [t.best for t in members if t.best is not None]
-        return len(finite) == len(members), sign * statistics.fmean(finite)
-
-    members = max((m for m in groups.values() if any(t.best is not None for t in m)), key=rank)
-    finite = [t for t in members if t.best is not None]
-    trial = max(finite, key=lambda t: sign * t.best)
-    per_seed = sorted((int(t.params.get("seed", spec.seeds[0])), t.best) for t in finite)
-    return Best(trial=trial, config_params={k: v for k, v in trial.params.items() if k != "seed"},
-                value=statistics.fmean(t.best for t in finite), per_seed=per_seed)
-
-
-def write_best_toml(best: Best, spec: StudySpec, exp_dir: Path, where: Callable[[Path], str] = str) -> Path:
-    """results/<study>/best.toml: the best configuration as a `python -m cvae.train --config` file."""
+def write_best_toml(best: Mapping[str, Any], tables: Tables, info: StudyInfo, exp_dir: Path,
+                    where: Callable[[Path], str] = str) -> Path:
+    """results/<study>/best.toml: the ranking's first setting as a `python -m cvae.train --config`
+    file: the config its best-scoring trial ran, and the checkpoint of the epoch that scored."""
     import tomli_w
 
-    cfg = spec.config_for(best.trial.params)
-    tables = cfg.to_dict()
-    tables["train"].pop("threads", None)  # a single run uses the CPUs of wherever it runs
-    hold = best.trial.row.get("val/psnr_hold")
-    lines = [
-        f"# Best configuration of study {spec.name!r} ({spec.path}), by {spec.metric} ({spec.mode}).",
-        f"# {spec.metric} {best.trial.best:.4g} at epoch {best.trial.row.get('epoch')} of trial "
-        f"{best.trial.path.name}" + (f" (val/psnr_hold {hold:.4g} for reference)" if _finite(hold) else ""),
-    ]
-    if best.per_seed:
-        lines.append(f"# Chosen by the mean over its {len(best.per_seed)} seeded trials: {best.value:.4g} "
-                     f"({', '.join(f'seed {s}: {v:.4g}' for s, v in best.per_seed)}); train.seed is the best one's.")
-    ckpt = best.trial.checkpoint
-    lines.append(f"# Best checkpoint: {where(ckpt) if ckpt else '(none kept)'}")
+    trial = tables.trials.filter(pl.col("trial") == best["best_trial"]).row(0, named=True)
+    config = json.loads(trial["config"])
+    config.get("train", {}).pop("threads", None)  # a single run uses the CPUs of wherever it runs
+    hold = _epoch_row(tables, trial["trial_id"], best["best_epoch"]).get("val/psnr_hold")
+    per_seed = _per_seed(best, tables)
+    lines = [f"# Best configuration of study {info.name!r} by {_scored_by(info)}: {best['setting']}.",
+             f"# {info.metric} {best['best_value']:.4g} at epoch {best['best_epoch']} of trial {best['best_trial']}"
+             + (f" (val/psnr_hold {hold:.4g} for reference)" if finite(hold) else "")]
+    if len(per_seed) > 1:
+        lines.append(f"# Ranked by the mean over its {len(per_seed)} seeded trials: {best['mean']:.4g} "
+                     f"({', '.join(f'seed {s}: {v:.4g}' for s, v in per_seed)}); train.seed is the best one's.")
+    ckpt = best["best_checkpoint"]
+    lines.append(f"# Best checkpoint: {where(exp_dir / ckpt) if ckpt else '(not kept)'}")
     lines.append(f"# Rerun: python -m cvae.train --config {exp_dir / BEST}")
     path = exp_dir / BEST
-    path.write_text("\n".join(lines) + "\n\n" + tomli_w.dumps(tables), encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n\n" + tomli_w.dumps(config), encoding="utf-8")
     return path
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else repr(v)
-
-
-def print_best(best: Best | None, trials: Sequence[TrialRecord], spec: StudySpec, exp_dir: Path,
+def print_best(best: Mapping[str, Any] | None, tables: Tables, info: StudyInfo, exp_dir: Path,
                best_toml: Path | None, where: Callable[[Path], str] = str) -> None:
-    n_div = sum(t.diverged for t in trials)
-    n_err = sum(t.errored and t.best is None for t in trials)
-    print(f"\n{len(trials)} trials in {exp_dir}" + (f" ({n_div} diverged)" if n_div else "")
+    """The console's last lines: the trials, and the ranking's first setting with its floor."""
+    counts = {s: n for s, n in tables.trials.group_by("status").len().iter_rows()}
+    n_div, n_err = counts.get("diverged", 0), counts.get("errored", 0)
+    print(f"\n{tables.trials.height} trials in {exp_dir}" + (f" ({n_div} diverged)" if n_div else "")
           + (f" ({n_err} failed)" if n_err else ""))
     if best is None:
-        print(f"no trial reported a finite {spec.metric}: no best configuration")
+        print(f"no trial reported a finite {info.metric}: no best configuration")
         return
-    shown = ", ".join(f"{k} = {_fmt(v)}" for k, v in best.config_params.items()) or "(the fixed values: nothing searched)"
-    print(f"best configuration ({spec.metric}, {spec.mode}): {shown}")
-    hold = best.trial.row.get("val/psnr_hold")
-    if best.per_seed:
-        seeds = ", ".join(f"seed {s}: {v:.2f}" for s, v in best.per_seed)
-        print(f"  {spec.metric} {best.value:.4g} = mean over its {len(best.per_seed)} seeded trials ({seeds}); "
-              f"picked by that mean, not by one lucky seed")
+    shown = ", ".join(f"{p} = {fmt_value(best[p])}" for p in info.searched if best.get(p) is not None)
+    print(f"best configuration ({_scored_by(info)}): {shown or '(the fixed values: nothing searched)'}")
+    per_seed = _per_seed(best, tables)
+    if len(per_seed) > 1:
+        seeds = ", ".join(f"seed {s}: {v:.2f}" for s, v in per_seed)
+        print(f"  {info.metric} {best['mean']:.4g} = mean over its {len(per_seed)} seeded trials ({seeds}); "
+              f"ranked by that mean, not by one lucky seed")
     else:
-        print(f"  {spec.metric} {best.value:.4g} at epoch {best.trial.row.get('epoch')}")
-    if _finite(hold):
-        print(f"  val/psnr_hold {hold:.2f} dB (repeating frame 0: the floor to beat), val/psnr "
-              f"{best.trial.row.get('val/psnr', math.nan):.2f} dB")
-    ckpt = best.trial.checkpoint
-    print(f"  trial: {where(best.trial.path)}")
-    print(f"  checkpoint: {where(ckpt) if ckpt else '(none kept)'}")
+        print(f"  {info.metric} {best['best_value']:.4g} at epoch {best['best_epoch']}")
+    row = _epoch_row(tables, best["best_trial_id"], best["best_epoch"])
+    if finite(row.get("val/psnr_hold")):
+        print(f"  val/psnr_hold {row['val/psnr_hold']:.2f} dB (repeating frame 0: the floor to beat), val/psnr "
+              f"{row.get('val/psnr') or math.nan:.2f} dB at that epoch")
+    ckpt = best["best_checkpoint"]
+    print(f"  trial: {where(exp_dir / best['best_trial'])}")
+    print(f"  checkpoint: {where(exp_dir / ckpt) if ckpt else '(not kept)'}")
     if best_toml is not None:
         print(f"  rerun it alone: python -m cvae.train --config {best_toml}")
+
+
+def conclude(exp_dir: Path, where: Callable[[Path], str] = str) -> dict[str, Any] | None:
+    """The end of a study, from its results on disk: THE ranking -> best.toml and the console lines."""
+    info = read_study(exp_dir)
+    tables = analyze(exp_dir)
+    best = winner(ranking(tables, info))
+    best_toml = write_best_toml(best, tables, info, exp_dir, where) if best is not None else None
+    print_best(best, tables, info, exp_dir, best_toml, where)
+    return best
 
 
 # -- the report (written by study.report, if present) --------------------------------------------
@@ -440,6 +347,16 @@ def _progress_reporter(spec: StudySpec) -> Any:
                        max_report_frequency=10, **ranked)
 
 
+def _checkpoint_config(spec: StudySpec) -> Any:
+    """Two checkpoints per trial, always including the one its score comes from (best.toml and the
+    report's frames name it): the best two by the metric, or the newest two (objective "last")."""
+    from ray import tune
+
+    if spec.objective == "last":
+        return tune.CheckpointConfig(num_to_keep=2)
+    return tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode)
+
+
 def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool) -> Any:
     """Fit a new Tune experiment for spec at `place` (or restore the one there) and return Tune's
     ResultGrid."""
@@ -481,8 +398,7 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
             # Tune uploads its experiment state (what a resume reads) at most every sync_period;
             # its default 300 s would let a killed driver of a URI study lose minutes of progress.
             sync_config=tune.SyncConfig(sync_period=REMOTE_SYNC_S) if place.remote else None,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=spec.metric,
-                                                    checkpoint_score_order=spec.mode),
+            checkpoint_config=_checkpoint_config(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             progress_reporter=_progress_reporter(spec),
             verbose=1,
@@ -514,15 +430,21 @@ def _prepare(args: argparse.Namespace) -> tuple[StudySpec, Dataset | None]:
     spec = load_spec(args.study)
     if args.smoke_test:
         spec = smoke_spec(spec)
-        spec.base_config()  # the smoke values must build too (ConfigError otherwise)
     if args.max_concurrent is not None:
         if args.max_concurrent < 1:
             raise StudyError(args.study, "--max-concurrent", f"must be >= 1, got {args.max_concurrent}")
         spec = dataclasses.replace(spec, max_concurrent=args.max_concurrent)
-    # One dataset for every trial, loaded (or generated) here so trials never race for it; when
-    # [space] searches a [data] key each trial loads its own.
-    searches_data = any(p.section == "data" for p in spec.space)
-    dataset = None if searches_data else load_dataset(spec.base_config().data)
+    # The dataset is checked (cvae.data: the lab's layout, enough frames) and loaded before Ray starts:
+    # one copy for every trial, so trials never race for it. When [space] searches a [data] key each
+    # trial loads its own; the base one is then only the check.
+    data = spec.base_config().data
+    try:
+        dataset = load_dataset(data)
+    except DatasetError as e:
+        raise StudyError(args.study, "data.root" if data.root else "data", str(e)) from None
+    if any(p.section == "data" for p in spec.space):
+        dataset = None
+        clear_cache()
     return spec, dataset
 
 
@@ -591,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec, dataset = _prepare(args)
     except StudyError as e:
         return main_error(e)
-    except (ConfigError, DatasetError) as e:
+    except ConfigError as e:
         print(f"error: {args.study}: {e}", file=sys.stderr)
         return 2
 
@@ -643,15 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         place.pull()
         export_searcher_study(exp_dir, exp_dir / OPTUNA_DB, spec.name)
-    trials = read_trials(exp_dir, spec.metric, spec.mode)
-    best = pick_best(trials, spec)
-    best_toml = write_best_toml(best, spec, exp_dir, place.location) if best is not None else None
-    print_best(best, trials, spec, exp_dir, best_toml, place.location)
-    if finished:
+    if finished:  # before the analysis: it tells a trial stopped early from one still running
         (exp_dir / FINISHED).write_text(json.dumps({
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials": len(trials), "expected": spec.num_trials,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials": len(results), "expected": spec.num_trials,
             "terminated": results.num_terminated, "errored": results.num_errors, "smoke_test": args.smoke_test,
         }, indent=2) + "\n", encoding="utf-8")
+    conclude(exp_dir, place.location)
     report = build_report(exp_dir)
     if report is not None:
         print(f"  report: {report}")

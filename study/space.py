@@ -1,11 +1,13 @@
 """StudySpec -> the searcher Ray Tune runs: an Optuna define-by-run space behind OptunaSearch.
 
 `define_by_run` is the only place that calls `trial.suggest_*`. `make_searcher` wraps OptunaSearch
-in a SeedRepeater (when the study lists several seeds) and a ConcurrencyLimiter:
+in a SeedRepeater and a ConcurrencyLimiter:
 
     ConcurrencyLimiter(max_concurrent)      counts Ray trials, i.e. single-seed runs
-      SeedRepeater(seeds)                   one Optuna suggestion -> one trial per seed; tells Optuna the mean
-        OptunaSearch(define_by_run(spec), metric, mode, sampler, storage, study_name)
+      SeedRepeater(seeds, objective)        one Optuna suggestion -> one trial per seed; tells Optuna
+                                            the mean of the seeds' scores and the per-epoch means
+        OptunaSearch(define_by_run(spec), metric, mode, sampler, storage, study_name,
+                     points_to_evaluate=the grid, for the grid sampler)
 
 Pass `spec.num_trials` as TuneConfig(num_samples=...) and metric/mode to no one else but the
 scheduler (`make_scheduler`): OptunaSearch already has them.
@@ -14,16 +16,19 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import optuna
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study._compat import searcher_study
+from study.analyze import finite, trial_objective
 from study.spec import Param, StudySpec
 
 log = logging.getLogger(__name__)
@@ -64,50 +69,35 @@ def define_by_run(spec: StudySpec) -> Callable[[optuna.trial.Trial], dict[str, A
     return DefineByRun(spec.space)
 
 
-class SpaceGridSampler(optuna.samplers.GridSampler):
-    """Optuna's GridSampler over a study's distinct configurations, repeatable.
-
-    Two changes to GridSampler: the grid is the spec's distinct points (a conditional parameter
-    multiplies only its own branch, where GridSampler would take the full product and repeat
-    configurations), and trial n gets grid point n mod size, so `num_samples` repeats of the grid
-    cover every point exactly that many times, in a seed-shuffled order, whatever the concurrency.
-    """
-
-    def __init__(self, spec: StudySpec) -> None:
-        points = spec.grid_points()
-        if points is None:
-            raise ValueError(f"study {spec.name!r}: the space is not a finite grid")
-        searched = [p for p in spec.space if p.kind != "fixed"]  # constants are returned, never suggested
-        super().__init__({p.name: list(p.grid_values() or ()) for p in searched}, seed=spec.seed)
-        grids = [tuple(pt.get(name) for name in self._param_names) for pt in points]
-        self._rng.rng.shuffle(grids)
-        self._all_grids = grids
-        self._n_min_trials = len(grids)
-
-    @property
-    def size(self) -> int:
-        """Distinct configurations in one pass of the grid."""
-        return self._n_min_trials
-
-    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if "grid_id" in trial.system_attrs or "fixed_params" in trial.system_attrs:
-            return
-        study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
-        study._storage.set_trial_system_attr(trial._trial_id, "grid_id", trial.number % self._n_min_trials)
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any, values: Any) -> None:
-        # GridSampler calls study.stop() here, which raises outside study.optimize() (Tune uses
-        # ask/tell); Tune's num_samples is what ends a study.
-        return None
+def grid_queue(spec: StudySpec) -> list[dict[str, Any]]:
+    """The grid sampler's configurations in the order they run: every distinct point of the spec's
+    finite space (a conditional parameter multiplies only its own branch, where Optuna's
+    GridSampler would take the full product and repeat configurations), in a seed-shuffled order,
+    `num_samples` times over. Fixed values are left out: the define-by-run function returns them."""
+    points = spec.grid_points()
+    if points is None:
+        raise ValueError(f"study {spec.name!r}: the space is not a finite grid")
+    searched = {p.name for p in spec.space if p.kind != "fixed"}
+    points = [{k: v for k, v in point.items() if k in searched} for point in points]
+    random.Random(spec.seed).shuffle(points)
+    return points * spec.num_samples
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The study's Optuna sampler, seeded with spec.seed: TPE, random, or the grid of its finite space."""
+    """The study's Optuna sampler, seeded with spec.seed: TPE or random. The grid sampler is a queue
+    of configurations (grid_queue, OptunaSearch's points_to_evaluate) that Optuna serves before its
+    sampler: random, never reached."""
     if spec.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=spec.seed)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return SpaceGridSampler(spec)
+    return optuna.samplers.RandomSampler(seed=spec.seed)
+
+
+def optuna_search(spec: StudySpec, storage: optuna.storages.BaseStorage | None = None) -> OptunaSearch:
+    """OptunaSearch over the study's space, with its sampler (and its grid, for the grid sampler)."""
+    return OptunaSearch(
+        space=define_by_run(spec), metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
+        storage=storage, study_name=spec.name, points_to_evaluate=grid_queue(spec) if spec.sampler == "grid" else None,
+    )
 
 
 def sqlite_storage(path: str | Path) -> optuna.storages.RDBStorage:
@@ -118,37 +108,38 @@ def sqlite_storage(path: str | Path) -> optuna.storages.RDBStorage:
 
 
 def export_searcher_study(exp_dir: str | Path, db: str | Path, study_name: str) -> bool:
-    """Write the Optuna study held in a Tune experiment's newest searcher state
-    (`searcher-state-*.pkl`, the OptunaSearch Tune saved with the experiment) into the sqlite file
-    `db` as `study_name`, replacing any earlier export. For studies whose searcher keeps its
-    Optuna study in memory (URI storage): the export is then exactly what the search knew.
-    Returns False when the experiment has no searcher state."""
-    states = sorted(Path(exp_dir).glob("searcher-state-*.pkl"))
-    if not states:
+    """Write the Optuna study held in a Tune experiment's newest searcher state into the sqlite file
+    `db` as `study_name`, replacing any earlier export. For studies whose searcher keeps its Optuna
+    study in memory (URI storage): the export is then exactly what the search knew. Returns False
+    when the experiment has no searcher state."""
+    study = searcher_study(exp_dir)
+    if study is None:
         return False
-    searcher = OptunaSearch()
-    searcher.restore(str(states[-1]))
     db = Path(db).resolve()
     tmp = db.with_name(f".{db.name}.export")
     tmp.unlink(missing_ok=True)
-    optuna.copy_study(from_study_name=searcher._ot_study.study_name, from_storage=searcher._ot_study._storage,
-                      to_storage=f"sqlite:///{tmp}", to_study_name=study_name)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}")
+    try:
+        out = optuna.create_study(storage=storage, study_name=study_name, directions=study.directions)
+        for k, v in study.user_attrs.items():
+            out.set_user_attr(k, v)
+        out.add_trials(study.get_trials(deepcopy=False))
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
     tmp.replace(db)
     return True
 
 
 def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage | None = None) -> Searcher:
-    """OptunaSearch over the study's space, repeated per seed if several, behind a ConcurrencyLimiter.
+    """OptunaSearch over the study's space behind a SeedRepeater (which tells it the study's
+    objective) and a ConcurrencyLimiter.
 
     Run it with TuneConfig(search_alg=..., num_samples=spec.num_trials) and no metric/mode there.
     """
-    searcher: Searcher = OptunaSearch(
-        space=define_by_run(spec), metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
-        storage=storage, study_name=spec.name,
-    )
-    if len(spec.seeds) > 1:
-        searcher = SeedRepeater(searcher, spec.seeds)
-    return ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+    repeated = SeedRepeater(optuna_search(spec, storage), spec.seeds, spec.objective,
+                            key=SEED_KEY if len(spec.seeds) > 1 else None)
+    return ConcurrencyLimiter(repeated, max_concurrent=spec.max_concurrent)
 
 
 def make_scheduler(spec: StudySpec) -> TrialScheduler | None:
@@ -164,27 +155,34 @@ class _SeedGroup:
     primary: str  # the trial id the wrapped searcher knows
     config: dict[str, Any]
     seeds: dict[str, int] = field(default_factory=dict)  # trial id -> its seed
-    scores: dict[str, float | None] = field(default_factory=dict)  # trial id -> final metric (None: none)
+    reports: dict[str, dict[int, Any]] = field(default_factory=dict)  # trial id -> epoch -> metric value
+    ended: set[str] = field(default_factory=set)  # trial ids that completed or errored
 
 
 class SeedRepeater(Searcher):
-    """Runs each suggestion of `searcher` once per seed and tells it the mean over seeds.
+    """Runs each suggestion of `searcher` once per seed and tells it the group's score.
 
-    Trial k of a group gets `config[key] = seeds[k]`. The wrapped searcher sees one trial per
-    group (the first one's id) and, once every seed has finished, its mean final metric over
-    the seeds that produced a finite one (a failure if none did). Intermediate results are not
-    forwarded: the groups' seeds would report interleaved steps for one Optuna trial. Tune's
-    num_samples must be a multiple of len(seeds) (StudySpec.num_trials is); a partial last
-    group is never told.
+    Trial k of a group gets `config[key] = seeds[k]` (no key: one seed, the config as suggested).
+    The wrapped searcher sees one trial per group (the first one's id). Once every seed has ended
+    it is told, as intermediate results, the mean over seeds of the metric at each epoch (Optuna's
+    intermediate values), then as the final result the mean over seeds of each seed's score,
+    `study.analyze.trial_objective` ("best": its best epoch's value, "last": its last epoch's):
+    the same score `study.analyze.ranking` ranks by. A group in which no seed scored is told as
+    an error. Tune's num_samples must be a multiple of len(seeds) (StudySpec.num_trials is); a
+    partial last group is never told.
     Unlike ray.tune.search.Repeater it sets the seed itself (not a `__trial_index__`), skips
     NaN/inf results, and reports a group with no finite result as an error.
     """
 
-    def __init__(self, searcher: Searcher, seeds: Sequence[int], key: str = SEED_KEY) -> None:
+    def __init__(self, searcher: Searcher, seeds: Sequence[int], objective: str = "best",
+                 key: str | None = SEED_KEY) -> None:
         if not seeds:
             raise ValueError("SeedRepeater needs at least one seed")
+        if key is None and len(seeds) > 1:
+            raise ValueError("SeedRepeater needs a config key to give several seeds")
         self.searcher = searcher  # `searcher` is the attribute Tune follows to save/restore wrappers
         self.seeds = tuple(seeds)
+        self.objective = objective
         self.key = key
         self._groups: list[_SeedGroup] = []
         self._by_trial: dict[str, _SeedGroup] = {}
@@ -212,31 +210,44 @@ class SeedRepeater(Searcher):
         seed = self.seeds[len(group.seeds)]
         group.seeds[trial_id] = seed
         self._by_trial[trial_id] = group
-        return {**copy.deepcopy(group.config), self.key: seed}
+        config = copy.deepcopy(group.config)
+        return {**config, self.key: seed} if self.key else config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        return None
+        group = self._by_trial.get(trial_id)
+        if group is not None and trial_id not in group.ended:
+            self._record(group, trial_id, result)
+
+    def _record(self, group: _SeedGroup, trial_id: str, result: dict) -> None:
+        epoch = result.get("epoch", result.get(TRAINING_ITERATION, 1) - 1)
+        if epoch is not None and self.metric in result:
+            group.reports.setdefault(trial_id, {})[int(epoch)] = result[self.metric]  # a re-report replaces
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         group = self._by_trial.get(trial_id)
         if group is None:
             log.warning("SeedRepeater: completion of unknown trial %s ignored", trial_id)
             return
-        if trial_id in group.scores:
+        if trial_id in group.ended:
             return
-        score = result.get(self.metric) if result else None
-        ok = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
-        group.scores[trial_id] = float(score) if ok else None
-        if len(group.scores) < len(self.seeds):
-            return
-        finite = [s for s in group.scores.values() if s is not None]
-        if not finite:
+        if result:
+            self._record(group, trial_id, result)
+        group.ended.add(trial_id)
+        if len(group.ended) == len(self.seeds):
+            self._tell(group)
+
+    def _tell(self, group: _SeedGroup) -> None:
+        scores = [trial_objective(group.reports.get(t, {}).items(), self.objective, self.mode)[0] for t in group.seeds]
+        scored = [s for s in scores if s is not None]
+        for epoch, value in _epoch_means(group.reports.values()):
+            self.searcher.on_trial_result(group.primary, {self.metric: value, TRAINING_ITERATION: epoch})
+        if not scored:
             self.searcher.on_trial_complete(group.primary, result=None, error=True)
             return
-        if len(finite) < len(self.seeds):
-            log.warning("SeedRepeater: trial group %s: %d of %d seeds gave no finite %s; telling the mean of the rest",
-                        group.primary, len(self.seeds) - len(finite), len(self.seeds), self.metric)
-        self.searcher.on_trial_complete(group.primary, result={self.metric: sum(finite) / len(finite)}, error=False)
+        if len(scored) < len(scores):
+            log.warning("SeedRepeater: trial group %s: %d of %d seeds gave no %s score; telling the mean of the rest",
+                        group.primary, len(scores) - len(scored), len(scores), self.metric)
+        self.searcher.on_trial_complete(group.primary, result={self.metric: sum(scored) / len(scored)}, error=False)
 
     def group_of(self, trial_id: str) -> str | None:
         """The id of the trial the wrapped searcher knows for `trial_id`'s group (None if unknown)."""
@@ -256,5 +267,15 @@ class SeedRepeater(Searcher):
         self.searcher.restore(checkpoint_path)
 
 
-__all__ = ["DefineByRun", "SEED_KEY", "SeedRepeater", "SpaceGridSampler", "define_by_run", "make_sampler",
-           "make_scheduler", "make_searcher", "sqlite_storage"]
+def _epoch_means(reports: Any) -> list[tuple[int, float]]:
+    """(epoch, mean over seeds of the finite values reported for it), epochs in order."""
+    by_epoch: dict[int, list[float]] = {}
+    for values in reports:
+        for epoch, v in values.items():
+            if finite(v):
+                by_epoch.setdefault(epoch, []).append(float(v))
+    return [(e, sum(vs) / len(vs)) for e, vs in sorted(by_epoch.items())]
+
+
+__all__ = ["DefineByRun", "SEED_KEY", "SeedRepeater", "define_by_run", "export_searcher_study", "grid_queue",
+           "make_sampler", "make_scheduler", "make_searcher", "optuna_search", "sqlite_storage"]

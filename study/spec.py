@@ -4,6 +4,8 @@ Tables: `[study]` (name, metric, seeds, ...), `[search]` (sampler, scheduler, re
 `[data]`, `[model]` and `[train]` values of the cvae config, and `[space]`, one sub-table per searched
 parameter. Everything is checked before Ray starts; each problem raises a StudyError whose text is
 one line, `<file>: <dotted key>: <reason>`. The file is only ever parsed as TOML: it cannot run code.
+A `[data] root` is resolved against the study file here; whether it holds a dataset in the lab's
+layout is cvae.data's check, which study.run makes (loading it) before Ray starts.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence, Union, get_args, get_origin
 
-from cvae.config import SECTIONS, Config, ConfigError, build_section, field_types
+from cvae.config import SECTIONS, Config, ConfigError, build_section, field_types, smoke_config
+from cvae.metrics import METRIC_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,20 +31,22 @@ else:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = ("study", "search", "data", "model", "train", "space")
-STUDY_KEYS: tuple[str, ...] = ("name", "description", "metric", "mode", "num_samples", "seed", "seeds",
+STUDY_KEYS: tuple[str, ...] = ("name", "description", "metric", "mode", "objective", "num_samples", "seed", "seeds",
                                "max_concurrent", "cpus_per_trial")
 SEARCH_KEYS: tuple[str, ...] = ("sampler", "scheduler", "grace_period", "reduction_factor", "max_failures")
 PARAM_KEYS: tuple[str, ...] = ("low", "high", "log", "step", "type", "choices", "value", "when")
 SAMPLERS: tuple[str, ...] = ("tpe", "grid", "random")
 SCHEDULERS: tuple[str, ...] = ("none", "asha")
-# The per-epoch metrics cvae.train.run reports (DESIGN.md, contract 1): a typo in `metric` would
-# otherwise only surface when the first trial reports, after Ray has started.
-METRICS: tuple[str, ...] = ("val/psnr", "val/ssim", "val/psnr_hold", "train/loss", "train/mse", "train/kl",
-                            "beta", "tfr", "epoch", "time/epoch_s", "train/frames_per_s")
+# A trial's score: the metric at its best epoch, or at its last (study.analyze.trial_objective).
+OBJECTIVES: tuple[str, ...] = ("best", "last")
+CPU_METRIC = "time/cpu_s"  # added by study.trainable: the trial's process CPU seconds, across restores
+METRICS: tuple[str, ...] = (*METRIC_NAMES, CPU_METRIC)  # every per-epoch metric of a trial, in report order
 MAX_GRID = 10_000  # grids larger than this are certainly a mistake on a laptop
+SMOKE_TRIALS = 2  # trials of a smoke study (smoke_spec)
+# A smoke study runs several trials at once: a tiny model too, unlike cvae's single-run smoke config.
+SMOKE_MODEL: dict[str, int] = {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16}
 _MAX_COMBOS = 4_096  # beyond this, [space] combinations are checked one parameter at a time
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_LAB_DIRS: tuple[str, ...] = ("train/train_img", "train/train_label", "val/val_img", "val/val_label")
 # cvae fields that cannot be searched, and why
 _UNSEARCHABLE: dict[str, str] = {
     "root": "a dataset path cannot be searched; fix it in [data]",
@@ -124,6 +129,7 @@ class StudySpec:
     name: str  # results/<name>/ and the Optuna study name
     metric: str  # the reported metric to optimise, e.g. "val/psnr"
     mode: Literal["max", "min"]
+    objective: Literal["best", "last"]  # a trial's score: the metric at its best epoch, or at its last
     num_samples: int  # sampled configurations (grid sampler: repeats of the whole grid)
     seed: int  # seed of the Optuna sampler
     seeds: tuple[int, ...]  # train.seed values: every configuration runs once per seed
@@ -213,6 +219,44 @@ def load_spec(path: str | Path) -> StudySpec:
     return _Parser(Path(path)).parse()
 
 
+def parse_spec(text: str, path: str | Path) -> StudySpec:
+    """Validate a study's TOML text as if it were the file `path` (relative paths resolve against it)."""
+    return _Parser(Path(path)).parse(text)
+
+
+def smoke_spec(spec: StudySpec) -> StudySpec:
+    """A seconds-long variant of spec, run as `<name>-smoke`: every trial gets cvae's single-run smoke
+    values (cvae.config.smoke_config: tiny data, 2 short epochs) and a tiny model unless [space]
+    searches a model dim; SMOKE_TRIALS trials of the same space (random sampler for a grid), one
+    seed. [space] entries that the smoke values replace are dropped. It is a study file of its own
+    (raw_text), so results/<name>-smoke/study.toml describes what ran."""
+    import tomli_w
+
+    raw = tomllib.loads(spec.raw_text)
+    space = raw.setdefault("space", {})
+    base = spec.base_config()
+    before, after = base.to_dict(), smoke_config(base).to_dict()
+    changes = {section: {k: v for k, v in table.items() if before[section].get(k) != v} for section, table in after.items()}
+    if not set(space) & set(SMOKE_MODEL):
+        changes["model"].update(SMOKE_MODEL)
+    needed = {dep for entry in space.values() if isinstance(entry, dict) for dep in entry.get("when", {})}
+    for section, table in changes.items():
+        for key, value in table.items():
+            if key not in needed:  # a parameter that a condition reads stays searched
+                space.pop(key, None)
+                raw.setdefault(section, {})[key] = value
+    study = raw.setdefault("study", {})
+    study.update(name=f"{spec.name}-smoke", num_samples=SMOKE_TRIALS)
+    if "seeds" in study:
+        study["seeds"] = list(spec.seeds[:1])
+    search = raw.setdefault("search", {})
+    if spec.sampler == "grid":
+        search["sampler"] = "random"  # a grid would not fit in SMOKE_TRIALS trials
+    if spec.scheduler == "asha":
+        search["grace_period"] = 1
+    return parse_spec(tomli_w.dumps(raw), spec.path)
+
+
 def main_error(e: StudyError) -> int:
     """For entry points: print `error: <file>: <key>: <reason>` to stderr and return exit code 2."""
     print(f"error: {e}", file=sys.stderr)
@@ -230,8 +274,8 @@ class _Parser:
     def err(self, key: str, reason: str) -> StudyError:
         return StudyError(self.src, key, reason)
 
-    def parse(self) -> StudySpec:
-        text, raw = self._read()
+    def parse(self, text: str | None = None) -> StudySpec:
+        text, raw = self._read(text)
         for k in raw:
             # A key written above the first table header lands at the top level: say where it belongs.
             home = "study" if k in STUDY_KEYS else "search" if k in SEARCH_KEYS else FIELD_SECTION.get(k)
@@ -265,9 +309,11 @@ class _Parser:
         description = self._str(study, "study.description", None)
         metric = self._str(study, "study.metric", "val/psnr")
         if metric not in METRICS:
+            # a typo would otherwise only surface when the first trial reports, after Ray started
             raise self.err("study.metric", f"unknown metric {metric!r}{_hint(metric, METRICS)}; "
                                            f"expected one of {', '.join(METRICS)}")
         mode = self._choice(study, "study.mode", ("max", "min"), "max")
+        objective = self._choice(study, "study.objective", OBJECTIVES, "best")
         num_samples = self._int(study, "study.num_samples", 1 if sampler == "grid" else _MISSING, minimum=1)
         seed = self._int(study, "study.seed", 0)
         max_concurrent = self._int(study, "study.max_concurrent", 2, minimum=1)
@@ -286,7 +332,7 @@ class _Parser:
                     raise self.err(f"space.{p.name}", "the grid sampler needs finite values: give the float "
                                                       "range a step, or list choices")
         spec = StudySpec(
-            path=self.path.resolve(), name=name, metric=metric, mode=mode, num_samples=num_samples, seed=seed,
+            path=self.path.resolve(), name=name, metric=metric, mode=mode, objective=objective, num_samples=num_samples, seed=seed,
             seeds=seeds, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial, sampler=sampler,
             scheduler=scheduler, grace_period=grace_period, reduction_factor=reduction_factor,
             max_failures=max_failures, fixed=fixed, space=space, description=description, raw_text=text,
@@ -299,12 +345,12 @@ class _Parser:
                 raise self.err("search.grace_period", f"must be <= train.epochs ({spec.max_epochs}), got {grace_period}")
             if len(seeds) > 1:
                 log.warning("%s: ASHA with %d seeds: seeds of one configuration may be stopped at different "
-                            "epochs, and the searcher sees the mean of their last values", self.src, len(seeds))
+                            "epochs, and the searcher sees the mean of their scores", self.src, len(seeds))
         return spec
 
-    def _read(self) -> tuple[str, dict[str, Any]]:
+    def _read(self, text: str | None) -> tuple[str, dict[str, Any]]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = self.path.read_text(encoding="utf-8") if text is None else text
         except UnicodeDecodeError:
             raise self.err("-", "not a UTF-8 text file") from None
         except OSError as e:
@@ -367,23 +413,11 @@ class _Parser:
                 # Trials run with the trial dir as working dir: resolve against the study file now.
                 p = Path(data[key]).expanduser()
                 data[key] = str(p if p.is_absolute() else (self.path.parent / p).resolve())
-        if "root" in data:
-            self._check_dataset(Path(data["root"]))
         try:
             Config.from_dict(fixed)
         except ConfigError as e:
             raise self.err(e.key, e.reason) from None
         return fixed
-
-    def _check_dataset(self, root: Path) -> None:
-        if not root.is_dir():
-            raise self.err("data.root", f"dataset folder {root} does not exist")
-        for sub in _LAB_DIRS:
-            d = root / sub
-            if not d.is_dir():
-                raise self.err("data.root", f"not a lab-layout dataset: {d} is missing")
-            if next(d.glob("frame*.png"), None) is None:
-                raise self.err("data.root", f"not a lab-layout dataset: {d} holds no frame*.png")
 
     def _seeds(self, study: Mapping[str, Any], fixed: dict[str, dict[str, Any]]) -> tuple[int, ...]:
         if "seeds" not in study:
@@ -490,8 +524,8 @@ class _Parser:
         kind = entry.get("type", "int" if all_ints else "float")
         if kind not in ("float", "int"):
             raise self.err(f"{key}.type", f"must be 'float' or 'int', got {kind!r}")
-        numeric = _numeric_hint(hint)
-        if numeric is None:
+        numeric = plain_type(hint)
+        if numeric not in (int, float):
             raise self.err(key, f"{name} is not a number; search it with choices = [...]")
         if numeric is int and kind == "float":
             raise self.err(key, f"{name} is an integer; give integer low/high/step (or type = \"int\")")
@@ -629,11 +663,12 @@ def _on_step(low: float, v: float, step: float) -> bool:
         return False
 
 
-def _numeric_hint(hint: Any) -> type | None:
+def plain_type(hint: Any) -> Any:
+    """A config field's type hint without its `| None` (None for a union of several types)."""
     if get_origin(hint) in (Union, types.UnionType):
         args = [a for a in get_args(hint) if a is not type(None)]
-        return _numeric_hint(args[0]) if len(args) == 1 else None
-    return hint if hint in (int, float) else None
+        return plain_type(args[0]) if len(args) == 1 else None
+    return hint
 
 
 def _candidates(p: Param) -> tuple[Any, ...]:
@@ -671,4 +706,5 @@ def _iter_points(params: Sequence[Param], values: Mapping[str, Sequence[Any]], i
         yield from _iter_points(params, values, i + 1, {**point, p.name: v})
 
 
-__all__ = ["FIELD_SECTION", "METRICS", "Param", "StudyError", "StudySpec", "load_spec", "main_error"]
+__all__ = ["CPU_METRIC", "FIELD_SECTION", "METRICS", "OBJECTIVES", "Param", "StudyError", "StudySpec", "load_spec", "main_error", "parse_spec", "plain_type",
+           "smoke_spec"]

@@ -12,6 +12,10 @@ with kl_anneal_cycle (2, 4) only when Cyclical, three seeds each, 6 planned epoc
 one more trial is pending (params.json only), and there is no finished.json. `fast_train=True` adds
 fast_train_epoch (0, 3) to the grid. Checkpoints hold config.json, psnr_per_frame.json and a
 manifest naming a state.pt that is missing, so loading the model fails as for a lost checkpoint.
+
+`write_objective_study(root, objective)` writes a study whose best-epoch and last-epoch rankings
+differ: Monotonic peaks early then falls (wins by its best epoch), None climbs (wins by its last);
+OBJECTIVE_WINNER says which setting each objective must pick.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cvae import schedules
 from study.spec import load_spec
@@ -30,6 +34,20 @@ HOLD = 19.0  # val/psnr_hold, the floor
 BASE = {("Cyclical", 2): 21.5, ("Cyclical", 4): 22.0, ("None", None): 20.8}
 SEED_OFFSET = {0: 0.0, 1: 0.2, 2: -0.15}
 
+# The tiny model and data both fake studies claim to have run.
+TINY = """\
+[model]
+F_dim = 16
+L_dim = 4
+N_dim = 4
+D_out_dim = 16
+
+[data]
+video_len = 4
+val_video_len = {val}
+synthetic_train_videos = 2
+synthetic_train_frames = 16
+"""
 STUDY = """\
 # fake: a hand-made kl study for the analysis and report tests
 [study]
@@ -43,18 +61,7 @@ max_concurrent = 2
 [search]
 sampler = "grid"
 
-[model]
-F_dim = 16
-L_dim = 4
-N_dim = 4
-D_out_dim = 16
-
-[data]
-video_len = 4
-val_video_len = {val}
-synthetic_train_videos = 2
-synthetic_train_frames = 16
-
+{tiny}
 [train]
 epochs = {epochs}
 tfr = 0.8
@@ -113,7 +120,8 @@ def write_fake_study(root: str | Path, name: str = "fake", *, partial: bool = Fa
     """Write the fake study under root/name and return its dir (see the module docstring)."""
     out = Path(root) / name
     out.mkdir(parents=True)
-    (out / "study.toml").write_text(STUDY.format(name=name, val=VAL_FRAMES, epochs=EPOCHS) + (FAST if fast_train else ""))
+    text = STUDY.format(name=name, tiny=TINY.format(val=VAL_FRAMES), epochs=EPOCHS)
+    (out / "study.toml").write_text(text + (FAST if fast_train else ""))
     spec = load_spec(out / "study.toml")
     settings = [("Cyclical", 2), ("Cyclical", 4), ("None", None)]
     fasts = (0, 3) if fast_train else (0,)
@@ -138,7 +146,8 @@ def write_fake_study(root: str | Path, name: str = "fake", *, partial: bool = Fa
                 d.mkdir()
                 extra = {"__trial_index__": n, "milestones": [2, 5]} if n == 1 else {}  # ignored by analyze
                 (d / "params.json").write_text(json.dumps({**params, **extra}, indent=2))
-                _write_trial(d, spec.config_for(params).to_dict(), params, tid, n, kl, cycle, seed, fast, fate, epochs)
+                _write_trial(d, spec.config_for(params).to_dict(), params, tid, n, seed, fate, epochs,
+                             lambda e, kl=kl, cycle=cycle, seed=seed, fast=fast: _psnr(kl, cycle, seed, fast, e))
                 statuses.append((tid, d.name, {"errored": "ERROR", "running": "RUNNING"}.get(fate, "TERMINATED")))
     if partial:
         n += 1
@@ -157,16 +166,19 @@ def write_fake_study(root: str | Path, name: str = "fake", *, partial: bool = Fa
     return out
 
 
-def _write_trial(d: Path, config: dict[str, Any], params: dict[str, Any], tid: str, n: int, kl: str,
-                 cycle: int | None, seed: int, fast: int, fate: str, epochs: int) -> None:
+def _write_trial(d: Path, config: dict[str, Any], params: dict[str, Any], tid: str, n: int, seed: int, fate: str,
+                 epochs: int, psnr_at: Callable[[int], float], keep: str = "newest") -> None:
+    """One trial's files; Ray keeps two checkpoints: the newest two, or (keep="best") the best two by
+    val/psnr and the newest, as Tune's CheckpointConfig does for each [study] objective."""
     t = config["train"]
+    fast = params.get("fast_train_epoch", 0)
     rows: list[dict[str, Any]] = []
     best, best_epoch, best_curve = -math.inf, -1, None
     total = 0.0
     for e in range(epochs):
         diverged = fate == "diverged" and e == epochs - 1
         total += 10.0 + n
-        psnr = _psnr(kl, cycle, seed, fast, e)
+        psnr = psnr_at(e)
         loss = 0.05 / (1 + e) + 0.001 * seed
         row: dict[str, Any] = {
             "epoch": e, "train/loss": math.nan if diverged else loss, "train/mse": math.nan if diverged else loss * 0.8,
@@ -183,7 +195,9 @@ def _write_trial(d: Path, config: dict[str, Any], params: dict[str, Any], tid: s
                 best, best_epoch, best_curve = psnr, e, _curves(psnr)[0]
         row.update({"val/best_psnr": best, "time/epoch_s": 10.0 + n, "time/cpu_s": 0.9 * total})
         ckpt = None if diverged else f"checkpoint_{e:06d}"
-        row.update({"timestamp": 1_767_225_600 + int(total), "checkpoint_dir_name": ckpt, "should_checkpoint": ckpt is not None,
+        # trial n starts 1000 s after trial n - 1
+        row.update({"timestamp": 1_767_225_600 + 1000 * n + int(total), "checkpoint_dir_name": ckpt,
+                    "should_checkpoint": ckpt is not None,
                     "done": False, "training_iteration": e + 1, "trial_id": tid, "date": "2026-01-01_00-00-00",
                     "time_this_iter_s": 10.0 + n, "time_total_s": total, "pid": 1000 + n,
                     "hostname": f"node{n % 2}", "node_ip": f"10.0.0.{n % 2 + 1}", "config": params,
@@ -193,8 +207,13 @@ def _write_trial(d: Path, config: dict[str, Any], params: dict[str, Any], tid: s
             curve, hold = _curves(psnr)
             _write_checkpoint(d / ckpt, config, e, {"epoch": e, "psnr": curve, "psnr_hold": hold,
                                                     "best_epoch": best_epoch, "best_psnr": best_curve})
-    # Ray keeps the newest two checkpoints
-    for old in sorted(d.glob("checkpoint_*"))[:-2]:
+    ckpts = sorted(d.glob("checkpoint_*"))
+    if keep == "best":
+        score = {f"checkpoint_{r['epoch']:06d}": r.get("val/psnr", -math.inf) for r in rows}
+        kept = set(sorted(ckpts, key=lambda c: -score[c.name])[:2]) | set(ckpts[-1:])
+    else:
+        kept = set(ckpts[-2:])
+    for old in set(ckpts) - kept:
         for f in old.iterdir():
             f.unlink()
         old.rmdir()
@@ -203,3 +222,50 @@ def _write_trial(d: Path, config: dict[str, Any], params: dict[str, Any], tid: s
     if fate == "errored":
         (d / "error.txt").write_text("Failure # 1 (occurred at 2026-01-01_00-00-30)\nTraceback (most recent call last):\n"
                                      '  File "trainable.py", line 1, in train_cvae\nRuntimeError: simulated crash\n')
+
+
+OBJECTIVE_STUDY = """\
+# fake: best-epoch and last-epoch rankings disagree
+[study]
+name = "{name}"
+metric = "val/psnr"
+mode = "max"
+objective = "{objective}"
+seeds = [0, 1]
+
+[search]
+sampler = "grid"
+
+{tiny}
+[train]
+epochs = {epochs}
+
+[space.kl_anneal_type]
+choices = ["Monotonic", "None"]
+"""
+# Monotonic peaks at epoch 1 then falls; None climbs: by the best epoch Monotonic wins, by the last None.
+CURVES = {"Monotonic": (22.0, 25.0, 23.0, 21.0, 20.0, 19.5), "None": (20.0, 21.0, 22.0, 22.5, 23.0, 23.5)}
+OBJECTIVE_WINNER = {"best": "kl_anneal_type=Monotonic", "last": "kl_anneal_type=None"}
+
+
+def write_objective_study(root: str | Path, objective: str, name: str = "objective") -> Path:
+    """A finished study of 2 settings x 2 seeds whose rankings by best and by last epoch differ."""
+    out = Path(root) / name
+    out.mkdir(parents=True)
+    (out / "study.toml").write_text(OBJECTIVE_STUDY.format(name=name, objective=objective, tiny=TINY.format(val=VAL_FRAMES),
+                                                                  epochs=EPOCHS))
+    spec = load_spec(out / "study.toml")
+    n = 0
+    for kl, curve in CURVES.items():
+        for seed in (0, 1):
+            n += 1
+            params = {"kl_anneal_type": kl, "seed": seed}
+            tid = hashlib.sha1(f"{name}-{n}".encode()).hexdigest()[:8]
+            d = out / f"train_cvae_{tid}_{n}_kl_anneal_type={kl},seed={seed}_2026-01-01_00-00-00"
+            d.mkdir()
+            (d / "params.json").write_text(json.dumps(params))
+            _write_trial(d, spec.config_for(params).to_dict(), params, tid, n, seed, "completed", EPOCHS,
+                         lambda e, curve=curve, seed=seed: curve[e] + 0.1 * seed,
+                         keep="best" if objective == "best" else "newest")
+    (out / "finished.json").write_text(json.dumps({"finished": True}))
+    return out

@@ -12,8 +12,8 @@ import pytest
 from fake_results import EPOCHS, HOLD, VAL_FRAMES, write_fake_study
 from smoke_study import smoke_results  # noqa: F401 - the session fixture
 
-from study.analyze import (CONFIG_SCHEMA, STATUSES, analyze, build_tables, load_tables, read_results, read_study,
-                           setting_label, summary_by_setting)
+from study.analyze import (CONFIG_SCHEMA, STATUSES, analyze, build_tables, load_tables, ranking, read_results, read_study,
+                           setting_label, trial_objective, winner)
 
 TRIAL_COLUMNS = {
     "trial_id": pl.String, "trial": pl.String, "trial_number": pl.Int64, "setting": pl.String, "seed": pl.Int64,
@@ -118,16 +118,46 @@ def test_conditional_params_are_null_where_inactive(fake: Path) -> None:
     assert "__trial_index__" not in t.columns  # unknown keys of params.json are ignored
 
 
-def test_summary_by_setting(fake: Path) -> None:
-    s = summary_by_setting(build_tables(fake).trials, ["kl_anneal_type", "kl_anneal_cycle"])
-    assert s["setting"].to_list() == [CYC4, CYC2, NONE]  # best mean first
-    top = s.row(0, named=True)
+def test_ranking(fake: Path) -> None:
+    t = build_tables(fake)
+    r = ranking(t, read_study(fake))
+    assert r["setting"].to_list() == [CYC4, CYC2, NONE] and r["rank"].to_list() == [1, 2, 3]  # best mean first
+    top = r.row(0, named=True)
     values = [22.0 + o + 0.3 * e - 0.02 * e * e for o, e in ((0.0, 5), (0.2, 5), (-0.15, 1))]
     mean = sum(values) / 3
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
     assert top["n"] == 3 and top["mean"] == pytest.approx(mean) and top["sd"] == pytest.approx(sd)
     assert top["kl_anneal_cycle"] == 4 and top["n_stopped_early"] == 1 and top["seeds"] == [0, 1, 2]
-    assert s.filter(pl.col("setting") == NONE)["kl_anneal_cycle"].item() is None
+    assert top["lost"] == 0 and top["complete"] and top["best_seed"] == 1 and top["best_epoch"] == 5
+    assert top["best_value"] == pytest.approx(max(values)) and top["best_checkpoint"].endswith("/checkpoint_000005")
+    assert top["best_trial"] == t.trials.filter(pl.col("trial_id") == top["best_trial_id"])["trial"].item()
+    assert r.filter(pl.col("setting") == NONE)["kl_anneal_cycle"].item() is None
+    assert winner(r) == top and winner(r.head(0)) is None
+
+
+def test_ranking_puts_a_setting_that_lost_a_seed_below_complete_ones(fake: Path) -> None:
+    """The diverged trial of None lost its only scored epochs: None then ranks last, even when best."""
+    t = build_tables(fake)
+    lost = t.trials.with_columns(objective=pl.when((pl.col("setting") == NONE) & (pl.col("status") == "diverged"))
+                                 .then(None).otherwise(pl.col("objective")))
+    lost = lost.with_columns(objective=pl.when(pl.col("setting") == NONE).then(pl.col("objective") + 10)
+                             .otherwise(pl.col("objective")))
+    r = ranking(type(t)(lost, t.epochs, t.frames), read_study(fake))
+    assert r["setting"].to_list() == [CYC4, CYC2, NONE]
+    none = r.row(2, named=True)
+    assert none["lost"] == 1 and not none["complete"] and none["n"] == 2 and none["mean"] > r["mean"][0]
+
+
+@pytest.mark.parametrize(("objective", "mode", "want"), [
+    ("best", "max", (5.0, 1)), ("best", "min", (1.0, 0)), ("last", "max", (None, None)), ("last", "min", (None, None))])
+def test_trial_objective(objective: str, mode: str, want: tuple) -> None:
+    # epoch 1 reported twice (a resumed trial): the later report wins; the last epoch is NaN
+    reports = [(0, 1.0), (1, 9.0), (1, 5.0), (2, 3.0), (3, math.nan)]
+    assert trial_objective(reports, objective, mode) == want
+    assert trial_objective(reports[:-1], "last", mode) == (3.0, 2)
+    assert trial_objective([(0, 2.0), (1, 2.0)], "best", "max") == (2.0, 0)  # the first epoch that reached it
+    assert trial_objective([], objective, mode) == (None, None)
+    assert trial_objective([(0, None), (1, float("inf"))], objective, mode) == (None, None)
 
 
 def test_partial_study(tmp_path: Path) -> None:
@@ -205,9 +235,12 @@ def test_study_file_fallbacks(tmp_path: Path) -> None:
     d = write_fake_study(tmp_path)
     info = read_study(d)
     assert info.spec is not None and info.searched == ("kl_anneal_type", "kl_anneal_cycle")
-    # a dataset path that no longer exists: load_spec refuses, the raw tables still answer
-    text = (d / "study.toml").read_text().replace("[data]\n", '[data]\nroot = "/no/such/dataset"\n')
-    (d / "study.toml").write_text(text)
+    # a dataset that is gone does not matter here (study.run checks the dataset, not load_spec)
+    text = (d / "study.toml").read_text()
+    (d / "study.toml").write_text(text.replace("[data]\n", '[data]\nroot = "/no/such/dataset"\n'))
+    assert read_study(d).spec is not None
+    # a key this version does not know (say, from a newer one): load_spec refuses, the raw tables answer
+    (d / "study.toml").write_text(text.replace("[study]\n", "[study]\nfrom_the_future = 1\n"))
     info = read_study(d)
     assert info.spec is None and info.name == "fake" and info.seeds == (0, 1, 2)
     assert set(info.searched) == {"kl_anneal_type", "kl_anneal_cycle"}

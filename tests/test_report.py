@@ -14,7 +14,8 @@ import pytest
 from fake_results import write_fake_study
 from smoke_study import smoke_results  # noqa: F401 - the session fixture
 
-from study.analyze import analyze, summary_by_setting
+from study.analyze import StudyInfo, Tables, analyze, ranking
+from study.spec import Param
 from study.report import FLOOR, SECTIONS, build_report, comparisons, main, optuna_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -149,16 +150,26 @@ def test_summary(fake: Path) -> None:
     assert "11.2 min of trial wall time" in summary and "10.1 min of CPU time" in summary
 
 
+def _ranked(trials: pl.DataFrame) -> pl.DataFrame:
+    """THE ranking of a hand-made trials table: parameter a, val/psnr at each trial's best epoch."""
+    info = StudyInfo("t", "val/psnr", "max", "best", (0, 1), (Param("a", "categorical", choices=(1, 2, 3)),), "",
+                     None, None, {})
+    n = pl.int_range(pl.len())
+    trials = trials.with_columns(trial=pl.format("t{}", n), trial_id=pl.format("t{}", n), trial_number=n,
+                                 objective_epoch=pl.lit(3), objective_checkpoint=pl.lit(None, pl.String))
+    return ranking(Tables(trials, pl.DataFrame(), pl.DataFrame()), info)
+
+
 def test_comparison_sentences() -> None:
     trials = pl.DataFrame({
         "setting": ["a=1"] * 2 + ["a=2"] * 2 + ["a=3"], "a": [1, 1, 2, 2, 3], "seed": [0, 1, 0, 1, 0],
-        "best_val_psnr": [20.0, 20.2, 21.0, 21.2, 25.0], "status": ["completed"] * 5})
-    out = comparisons(summary_by_setting(trials, ["a"]), ["a"])
+        "objective": [20.0, 20.2, 21.0, 21.2, 25.0], "status": ["completed"] * 5})
+    out = comparisons(_ranked(trials), ["a"])
     assert out[0].startswith("Overall: a=3 wins with 25.00 dB (n=1) over the runner-up a=2 21.10 ± 0.14 dB (n=2)")
     assert "cannot be judged against the seed-to-seed spread (a single seed)" in out[0]
-    out = comparisons(summary_by_setting(trials.filter(pl.col("a") < 3), ["a"]), ["a"])
+    out = comparisons(_ranked(trials.filter(pl.col("a") < 3)), ["a"])
     assert "the gap (1.00 dB) exceeds the seed-to-seed spread (sd 0.14 + 0.14 dB)" in out[0]
-    assert comparisons(summary_by_setting(trials.head(0), ["a"]), ["a"]) == []
+    assert comparisons(_ranked(trials.head(0)), ["a"]) == []
 
 
 def test_fast_train_comparison(tmp_path: Path) -> None:

@@ -80,7 +80,8 @@ def test_a_study_file_never_runs_code(table: str, key: str, tmp_path: Path) -> N
         assert f"{table}.{key}" in str(e)
     else:  # accepted as what it is: a string
         stored = spec.description if key == "description" else getattr(getattr(cfg, table), key)
-        assert stored == value
+        # a dataset path is resolved against the study file (study.run then finds no dataset there)
+        assert stored == (str((study.parent / value).resolve()) if key == "root" else value)
     finally:
         os.chdir(cwd)
     assert not marker.exists() and not (tmp_path / "pwned").exists()

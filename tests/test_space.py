@@ -13,8 +13,8 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.space import (SEED_KEY, SeedRepeater, SpaceGridSampler, define_by_run, make_sampler, make_scheduler,
-                         make_searcher, sqlite_storage)
+from study.space import (SEED_KEY, SeedRepeater, define_by_run, export_searcher_study, grid_queue, make_sampler, make_scheduler, make_searcher,
+                         optuna_search, sqlite_storage)
 from study.spec import StudySpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,18 +54,20 @@ def spec_of(tmp_path: Path, body: str, study: str = "", search: str = "") -> Stu
 
 
 def sample(spec: StudySpec, n: int, seed_override: int | None = None, tell: bool = True) -> list[dict[str, Any]]:
-    """n configurations from the spec's own sampler via ask/tell, as OptunaSearch drives it."""
-    sampler = make_sampler(spec) if seed_override is None else make_sampler(_with_seed(spec, seed_override))
-    study = optuna.create_study(sampler=sampler, direction="maximize")
-    fn = define_by_run(spec)
+    """n configurations from the study's own OptunaSearch (its sampler, or its grid), as Tune drives it."""
+    search = optuna_search(spec if seed_override is None else _with_seed(spec, seed_override))
     out = []
     for i in range(n):
-        trial = study.ask()
-        consts = fn(trial)
-        out.append({**trial.params, **(consts or {})})
+        out.append(search.suggest(f"t{i}"))
         if tell:
-            study.tell(trial, float(i % 3))
+            search.on_trial_complete(f"t{i}", {spec.metric: float(i % 3)})
     return out
+
+
+def told(spec: StudySpec, storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
+    """The Optuna trials the searcher asked for (the grid's queued ones, not yet asked, left out)."""
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    return study.get_trials(states=[s for s in optuna.trial.TrialState if s != optuna.trial.TrialState.WAITING])
 
 
 def _with_seed(spec: StudySpec, seed: int) -> StudySpec:
@@ -153,27 +155,19 @@ def test_grid_enumerates_distinct_points_then_repeats(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, GRID, search='sampler = "grid"')
     points = spec.grid_points()
     assert points is not None and spec.grid_size() == 8  # (Monotonic, None, Cyclical x 2) x tfr 2, not 3 x 2 x 2
-    assert isinstance(make_sampler(spec), optuna.samplers.GridSampler)
+    assert spec.num_samples == 2 and len(grid_queue(spec)) == 2 * 8
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "re-evaluating" or study.stop() complaints
-        configs = sample(spec, 3 * 8)
+        configs = sample(spec, 2 * 8)
     want = sorted(key(p) for p in points)
-    for rep in range(3):
+    for rep in range(2):
         assert sorted(key(c) for c in configs[rep * 8:(rep + 1) * 8]) == want
 
 
 def test_grid_with_concurrent_trials(tmp_path: Path) -> None:
     # Tune asks for several trials before telling any: the grid must still be covered exactly.
     spec = spec_of(tmp_path, GRID, search='sampler = "grid"')
-    study = optuna.create_study(sampler=make_sampler(spec))
-    fn = define_by_run(spec)
-    trials = [study.ask() for _ in range(16)]
-    configs = []
-    for t in trials:
-        fn(t)
-        configs.append(dict(t.params))
-    for t in trials:
-        study.tell(t, 0.0)
+    configs = sample(spec, 16, tell=False)
     counts: dict[tuple, int] = {}
     for c in configs:
         counts[key(c)] = counts.get(key(c), 0) + 1
@@ -190,7 +184,7 @@ def test_grid_order_depends_on_seed(tmp_path: Path) -> None:
 def test_grid_of_fixed_values_and_float_steps(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, "[space.tfr_d_step]\nlow = 0.0\nhigh = 0.2\nstep = 0.1\n[space.tfr]\nvalue = 0.0\n",
                    search='sampler = "grid"')
-    assert isinstance(make_sampler(spec), SpaceGridSampler) and make_sampler(spec).size == 3
+    assert len(grid_queue(spec)) == 3 * spec.num_samples and all("tfr" not in c for c in grid_queue(spec))
     configs = sample(spec, 3)
     assert sorted(c["tfr_d_step"] for c in configs) == [0.0, 0.1, 0.2]
     assert all(c["tfr"] == 0.0 for c in configs)
@@ -205,15 +199,10 @@ def test_grid_of_empty_space(tmp_path: Path) -> None:
 # --- the seed repeater -----------------------------------------------------------------------------
 
 
-def optuna_search(spec: StudySpec, storage: Any = None) -> OptunaSearch:
-    return OptunaSearch(space=define_by_run(spec), metric=spec.metric, mode=spec.mode,
-                        sampler=make_sampler(spec), storage=storage, study_name=spec.name)
-
-
 def test_seed_repeater_repeats_and_tells_the_mean(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, GRID, study="seeds = [10, 11, 12]", search='sampler = "grid"')
-    inner = optuna_search(spec)
-    rep = SeedRepeater(inner, spec.seeds)
+    storage = optuna.storages.InMemoryStorage()
+    rep = SeedRepeater(optuna_search(spec, storage), spec.seeds)
     assert rep.metric == "val/psnr" and rep.mode == "max"
     ids = [f"t{i}" for i in range(6)]
     configs = [rep.suggest(i) for i in ids]
@@ -224,30 +213,48 @@ def test_seed_repeater_repeats_and_tells_the_mean(tmp_path: Path) -> None:
     assert rep.group_of("t2") == "t0" and rep.group_of("t4") == "t3"
     for c in configs:  # the trainable's view: each builds with its own seed
         assert spec.config_for(c).train.seed == c[SEED_KEY]
-    study = inner._ot_study
     # completions arrive out of order, one seed diverges (NaN): the mean of the finite rest is told
     rep.on_trial_complete("t4", {"val/psnr": 20.0})
     rep.on_trial_complete("t0", {"val/psnr": 10.0})
     rep.on_trial_complete("t1", {"val/psnr": 13.0})
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING] * 2
+    assert [t.state for t in told(spec, storage)] == [optuna.trial.TrialState.RUNNING] * 2
     rep.on_trial_complete("t2", {"val/psnr": float("nan")})
     rep.on_trial_complete("t3", {"val/psnr": 22.0})
     rep.on_trial_complete("t3", {"val/psnr": 99.0})  # a repeated completion changes nothing
     rep.on_trial_complete("t5", {"val/psnr": 24.0})
-    assert [(t.state, t.value) for t in study.trials] == [(optuna.trial.TrialState.COMPLETE, 11.5),
-                                                          (optuna.trial.TrialState.COMPLETE, 22.0)]
+    assert [(t.state, t.value) for t in told(spec, storage)] == [(optuna.trial.TrialState.COMPLETE, 11.5),
+                                                                 (optuna.trial.TrialState.COMPLETE, 22.0)]
+
+
+@pytest.mark.parametrize(("objective", "score"), [("best", (25.0 + 23.0) / 2), ("last", (19.0 + 23.0) / 2)])
+def test_seed_repeater_tells_the_objective_and_the_curves(tmp_path: Path, objective: str, score: float) -> None:
+    """Optuna gets the score study.analyze.ranking ranks by, and the per-epoch means as intermediate values."""
+    spec = spec_of(tmp_path, GRID, study=f'seeds = [0, 1]\nobjective = "{objective}"', search='sampler = "grid"')
+    storage = optuna.storages.InMemoryStorage()
+    rep = SeedRepeater(optuna_search(spec, storage), spec.seeds, spec.objective)
+    rep.suggest("a")
+    rep.suggest("b")
+    for tid, curve in {"a": [20.0, 30.0, 19.0], "b": [21.0, 22.0, 23.0]}.items():
+        for epoch, value in enumerate(curve):
+            rep.on_trial_result(tid, {"epoch": epoch, "val/psnr": value})
+    rep.on_trial_result("a", {"epoch": 1, "val/psnr": 25.0})  # resumed from epoch 0: the re-report wins
+    rep.on_trial_complete("a", {"epoch": 2, "val/psnr": 19.0})
+    rep.on_trial_complete("b", {"epoch": 2, "val/psnr": 23.0})
+    (trial,) = told(spec, storage)
+    assert trial.value == pytest.approx(score)
+    assert trial.intermediate_values == pytest.approx({0: 20.5, 1: 23.5, 2: 21.0})
 
 
 def test_seed_repeater_group_without_results_fails(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, GRID, study="seeds = [0, 1]", search='sampler = "grid"')
-    inner = optuna_search(spec)
-    rep = SeedRepeater(inner, spec.seeds)
+    storage = optuna.storages.InMemoryStorage()
+    rep = SeedRepeater(optuna_search(spec, storage), spec.seeds)
     rep.suggest("a")
     rep.suggest("b")
     rep.on_trial_complete("a", None, error=True)
     rep.on_trial_complete("b", {"epoch": 3})
     rep.on_trial_complete("zzz", {"val/psnr": 1.0})  # unknown trial: ignored
-    assert [t.state for t in inner._ot_study.trials] == [optuna.trial.TrialState.FAIL]
+    assert [t.state for t in told(spec, storage)] == [optuna.trial.TrialState.FAIL]
 
 
 def test_seed_repeater_passes_on_none_and_finished() -> None:
@@ -282,7 +289,11 @@ def test_seed_repeater_state_round_trip(tmp_path: Path) -> None:
     second = again.suggest("b")  # the open group continues with the next seed
     assert second == {**first, SEED_KEY: 1}
     again.on_trial_complete("b", {"val/psnr": 3.0})
-    assert [t.value for t in again.searcher._ot_study.trials] == [2.0]
+    ckpt.unlink()
+    again.save(str(ckpt))  # what Tune saves is what export_searcher_study reads
+    (tmp_path / "searcher-state-s.pkl").write_bytes(ckpt.read_bytes())
+    assert export_searcher_study(tmp_path, tmp_path / "optuna.db", "t")
+    assert [t.value for t in told(spec, f"sqlite:///{tmp_path / 'optuna.db'}")] == [2.0]
 
 
 def test_searcher_stack_survives_tunes_save_and_restore(tmp_path: Path) -> None:
@@ -303,18 +314,21 @@ def test_searcher_stack_survives_tunes_save_and_restore(tmp_path: Path) -> None:
     assert again.searcher.suggest("d")[SEED_KEY] == 0  # then a new Optuna suggestion
     again.searcher.on_trial_complete("b", {"val/psnr": 4.0})
     again.searcher.on_trial_complete("c", {"val/psnr": 5.0})
-    inner = again.searcher.searcher.searcher
-    assert inner._ot_study.trials[0].value == 4.0
+    again.save_to_dir(str(tmp_path), session_str="t")  # what a resumed study saves; export reads the newest
+    assert export_searcher_study(tmp_path, tmp_path / "optuna.db", "t")
+    assert told(spec, f"sqlite:///{tmp_path / 'optuna.db'}")[0].value == 4.0
 
 
 # --- the searcher stack ----------------------------------------------------------------------------
 
 
 def test_make_searcher_stack(tmp_path: Path) -> None:
-    one = make_searcher(spec_of(tmp_path, GRID, study="max_concurrent = 3"))
+    single = spec_of(tmp_path, GRID, study="max_concurrent = 3")
+    one = make_searcher(single)
     assert isinstance(one, ConcurrencyLimiter) and one.max_concurrent == 3
-    assert isinstance(one.searcher, OptunaSearch)
-    assert isinstance(one.searcher._sampler, optuna.samplers.TPESampler)
+    assert isinstance(one.searcher, SeedRepeater) and isinstance(one.searcher.searcher, OptunaSearch)
+    assert isinstance(make_sampler(single), optuna.samplers.TPESampler)
+    assert SEED_KEY not in one.suggest("x")  # one seed: the config as sampled, params.json stays clean
 
     spec = spec_of(tmp_path, GRID, study="seeds = [0, 1, 2]\nmax_concurrent = 2", search='sampler = "grid"')
     stack = make_searcher(spec)

@@ -23,8 +23,12 @@ from cvae.config import Config, load_config
 from cvae.checkpoint import verify_checkpoint
 from cvae.train import run
 from study import run as study_run
-from study.run import Best, TrialRecord, main, pick_best, read_trials, smoke_spec, study_state
-from study.spec import load_spec
+from fake_results import OBJECTIVE_WINNER, write_objective_study
+from study import report as study_report
+from study.analyze import analyze, ranking, read_results, read_study, setting_label, winner
+from study.run import conclude, main, study_state
+from study.space import SeedRepeater, optuna_search
+from study.spec import load_spec, smoke_spec
 from study.trainable import _restorable, trial_config, trial_threads
 from study_helpers import (CONTRACT, SMOKE, checkpoints, kill_session, kill_trial_workers, result_rows, run_cli, start_cli, study_cmd,
                            tail, trial_dirs, trial_statuses, wait_for, write_study)
@@ -37,6 +41,7 @@ BAD_STUDIES = {
     "unknown_key": ({"train": {"epoch": 3}}, "train.epoch"),
     "wrong_type": ({"study": {"max_concurrent": "two"}}, "study.max_concurrent"),
     "missing_dataset": ({"data": {"root": "no/such/dataset"}}, "data.root"),
+    "not_the_lab_layout": ({"data": {"root": "."}}, "data.root"),  # cvae.data's check, made before Ray
 }
 
 
@@ -128,52 +133,75 @@ def test_study_state_and_move_aside(tmp_path: Path) -> None:
 
 
 # -- pieces of the runner ------------------------------------------------------------------------
-def test_smoke_spec_is_small_and_separate() -> None:
+def test_smoke_spec_is_small_and_separate(tmp_path: Path) -> None:
+    from cvae.config import smoke_config
+
     kl = load_spec(ROOT / "search_spaces" / "kl.toml")
     smoke = smoke_spec(kl)
     assert smoke.name == "kl-smoke" and smoke.num_trials == 2 and smoke.seeds == (0,)
     assert smoke.sampler == "random"  # a grid would not fit in 2 trials
     cfg = smoke.config_for({"kl_anneal_type": "Cyclical", "kl_anneal_cycle": 2})
-    assert cfg.train.epochs == 2 and cfg.train.max_steps_per_epoch == 2 and cfg.data.val_video_len <= 24
+    single = smoke_config(kl.config_for({"kl_anneal_type": "Cyclical", "kl_anneal_cycle": 2}))
+    assert cfg.train == single.train and cfg.data == single.data  # cvae's one smoke definition
+    assert cfg.model.F_dim == 16  # and a tiny model: a smoke study runs several trials at once
+    # its own study file, so results/kl-smoke/study.toml says what ran
+    copy = tmp_path / "study.toml"
+    copy.write_text(smoke.raw_text)
+    assert load_spec(copy).name == "kl-smoke" and load_spec(copy).base_config() == smoke.base_config()
 
 
-def _record(tmp: Path, name: str, params: dict, best: float | None) -> TrialRecord:
-    return TrialRecord(path=tmp / name, params=params, best=best, row={"epoch": 1}, epochs=2,
-                       diverged=best is None, errored=False)
+# -- one ranking: best.toml, the report, the console and Optuna agree --------------------------------
+def _optuna_best(exp: Path) -> str:
+    """The setting Optuna's best trial names when the SeedRepeater replays the study's results."""
+    spec = load_spec(exp / "study.toml")
+    storage = optuna.storages.InMemoryStorage()
+    rep = SeedRepeater(optuna_search(spec, storage), spec.seeds, spec.objective)
+    rows = {}
+    for d in sorted(p for p in exp.iterdir() if (p / "params.json").is_file()):
+        params = json.loads((d / "params.json").read_text())
+        rows[tuple(sorted(params.items()))] = read_results(d / "result.json").to_dicts()
+    for n in range(spec.num_trials):
+        config = rep.suggest(f"t{n}")
+        for row in rows[tuple(sorted(config.items()))]:
+            rep.on_trial_result(f"t{n}", row)
+        rep.on_trial_complete(f"t{n}", row)
+    best = optuna.load_study(study_name=spec.name, storage=storage).best_trial
+    assert best.intermediate_values  # Optuna's intermediate-value plot has curves
+    return setting_label(best.params, read_study(exp).searched)
 
 
-def test_pick_best_uses_the_mean_over_seeds(tmp_path: Path) -> None:
-    spec = load_spec(ROOT / "search_spaces" / "kl.toml")  # 3 seeds, mode max
-    a = {"kl_anneal_type": "None"}
-    b = {"kl_anneal_type": "Monotonic"}
-    trials = [_record(tmp_path, "a0", {**a, "seed": 0}, 30.0),  # one lucky seed, mean 16.7
-              _record(tmp_path, "a1", {**a, "seed": 1}, 10.0),
-              _record(tmp_path, "a2", {**a, "seed": 2}, 10.0),
-              _record(tmp_path, "b0", {**b, "seed": 0}, 20.0),
-              _record(tmp_path, "b1", {**b, "seed": 1}, 21.0),
-              _record(tmp_path, "b2", {**b, "seed": 2}, None)]  # diverged: no finite value
-    best = pick_best(trials, spec)
-    assert isinstance(best, Best)
-    assert best.config_params == a and best.value == pytest.approx(50 / 3)  # b lost a seed: ranked below
-    assert best.trial.path.name == "a0" and best.per_seed == [(0, 30.0), (1, 10.0), (2, 10.0)]
-    trials[-1] = _record(tmp_path, "b2", {**b, "seed": 2}, 19.0)
-    best = pick_best(trials, spec)
-    assert best is not None and best.config_params == b and best.value == pytest.approx(20.0)
-    assert best.trial.path.name == "b1" and [s for s, _ in best.per_seed] == [0, 1, 2]
+@pytest.mark.parametrize("objective", ["best", "last"])
+def test_one_ranking_everywhere(objective: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Best-epoch and last-epoch rankings differ here: best.toml, the console, the report's best
+    configuration, its frame strip and Optuna's best trial all name the objective's winner."""
+    exp = write_objective_study(tmp_path, objective)
+    want = OBJECTIVE_WINNER[objective]
+    top = winner(ranking(analyze(exp), read_study(exp)))
+    assert top["setting"] == want and top["complete"]
+    ckpt = exp / top["best_checkpoint"]
+    assert ckpt.is_dir() and json.loads((ckpt / "manifest.json").read_text())["epoch"] == top["best_epoch"]
+    assert top["best_epoch"] == (1 if objective == "best" else 5)  # the epoch the objective picked
 
+    assert conclude(exp)["setting"] == want
+    out = capsys.readouterr().out
+    assert f"best configuration (val/psnr (max) at each trial's {objective} epoch): kl_anneal_type = " \
+           f"{want.split('=')[1]}" in out and f"checkpoint: {ckpt}" in out
+    best_toml = (exp / "best.toml").read_text()
+    assert f"# Best checkpoint: {ckpt}\n" in best_toml
+    assert load_config(exp / "best.toml").train.kl_anneal_type == want.split("=")[1]
 
-def test_read_trials_takes_each_trials_best_epoch(tmp_path: Path) -> None:
-    trial = tmp_path / "t1"
-    trial.mkdir()
-    (trial / "params.json").write_text(json.dumps({"tfr": 0.5}))
-    (trial / "checkpoint_000001").mkdir()
-    rows = [{"epoch": 0, "val/psnr": 10.0, "checkpoint_dir_name": "checkpoint_000000"},
-            {"epoch": 1, "val/psnr": 12.0, "checkpoint_dir_name": "checkpoint_000001"},
-            {"epoch": 2, "val/psnr": float("nan"), "diverged": True}]
-    (trial / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (rec,) = read_trials(tmp_path, "val/psnr", "max")
-    assert rec.best == 12.0 and rec.row["epoch"] == 1 and rec.diverged and rec.epochs == 3
-    assert rec.checkpoint == trial / "checkpoint_000001"
+    drawn: list[Path] = []
+
+    def rollout(path: Path) -> dict:
+        drawn.append(path)
+        raise FileNotFoundError("no weights in the fake")
+
+    monkeypatch.setattr(study_report, "_rollout", rollout)
+    summary = study_report.build_report(exp).read_text().split('<section id="summary">')[1].split("</section>")[0]
+    assert f"Best configuration</b>: {want}," in summary
+    assert drawn == [ckpt]  # the frame strip draws the ranked checkpoint
+    assert _optuna_best(exp) == want
 
 
 @pytest.mark.filterwarnings("ignore:`get_trial_resources`")
@@ -261,7 +289,7 @@ def test_smoke_study_end_to_end(smoke_run: tuple[Path, subprocess.CompletedProce
     assert json.loads((exp / "finished.json").read_text())["trials"] == spec.num_trials
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == spec.num_trials
-    assert "best configuration (val/psnr, max)" in r.stdout and "val/psnr_hold" in r.stdout
+    assert "best configuration (val/psnr (max) at each trial's best epoch)" in r.stdout and "val/psnr_hold" in r.stdout
     assert str(exp) in r.stdout
     assert re.search(r"Ray dashboard: http://127\.0\.0\.1:\d+", r.stdout)
 

@@ -1,0 +1,60 @@
+"""The only places where the study reaches past Ray Tune's public API, because it offers no public form.
+
+Everything else in study/ uses public APIs of Ray 2.60 and Optuna 5.0 (the ranges pyproject pins).
+tests/test_compat.py runs a real Tune experiment and fails loudly when any of these moves:
+
+- `trial_states(exp_dir)`: each trial's id and last status as the driver saved them in
+  `experiment_state-*.json`. ResultGrid/ExperimentAnalysis give no status of a RUNNING or PENDING
+  trial and need a Tune-written state to load, where the report must also read a half-copied or
+  hand-made folder.
+- `searcher_study(exp_dir)`: the Optuna study inside the searcher state Tune saved with the
+  experiment (`searcher-state-*.pkl`); OptunaSearch restores from that file (public) but keeps the
+  study in `_ot_study`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # written by Tune's driver (TuneController)
+SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # written by SearchGenerator.save_to_dir
+
+
+def trial_states(exp_dir: str | Path) -> dict[str, tuple[str, str]]:
+    """Trial folder name -> (trial id, Tune status: TERMINATED, ERROR, RUNNING, PENDING, ...), from the
+    newest experiment state on disk ({} when there is none or it cannot be read)."""
+    states = sorted(Path(exp_dir).glob(EXPERIMENT_STATE_GLOB), key=lambda p: (p.stat().st_mtime, p.name))
+    if not states:
+        return {}
+    try:
+        raw = json.loads(states[-1].read_text())
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable (%s); ignored", states[-1], e)
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for entry in raw.get("trial_data", []) if isinstance(raw, dict) else []:
+        try:
+            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+            out[Path(trial["relative_logdir"]).name] = (str(trial["trial_id"]), str(trial["status"]))
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue
+    return out
+
+
+def searcher_study(exp_dir: str | Path) -> Any:
+    """The optuna.Study held by the newest OptunaSearch state Tune saved in exp_dir (None if none)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    states = sorted(Path(exp_dir).glob(SEARCHER_STATE_GLOB))
+    if not states:
+        return None
+    searcher = OptunaSearch()
+    searcher.restore(str(states[-1]))
+    return searcher._ot_study
+
+
+__all__ = ["searcher_study", "trial_states"]
