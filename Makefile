@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: demo demo-fresh test test-fast test-cluster bench bench-study clean-venv
+.PHONY: demo demo-fresh test test-fast test-cluster bench bench-study gpu-check clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,20 @@ bench: $(STAMP)
 bench-study: $(STAMP)
 	$(PY) benchmarks/study_overhead.py
 	$(PY) benchmarks/asha_savings.py
+
+# One prepared check for a machine with a GPU (at most ~8 minutes): the gpu-marked tests, training
+# throughput at lab dims in fp32 / bf16 / bf16 + compile, and k trials packed on one GPU. Without
+# CUDA it runs what it can and says so.
+HAS_CUDA = $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"
+gpu-check: $(STAMP)
+	$(PY) -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'devices', [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])"
+	$(PY) -m pytest -m gpu -q -rs
+	@if $(HAS_CUDA); then \
+		$(PY) benchmarks/throughput.py --dims 128,32,12,192 --device cuda --precision fp32 --steps 20 --no-flops && \
+		$(PY) benchmarks/throughput.py --dims 128,32,12,192 --device cuda --precision bf16 --steps 20 --no-flops && \
+		$(PY) benchmarks/throughput.py --dims 128,32,12,192 --device cuda --precision bf16 --compile --steps 20 --no-flops; \
+	else echo '{"benchmark": "throughput", "skipped": "no CUDA device on this machine"}'; fi
+	$(PY) benchmarks/gpu_packing.py --precision bf16
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,12 +3,17 @@ loop (cvae/reference.py), measured interleaved in one process so the ratio is ho
 machine.
 
     python benchmarks/throughput.py [--dims F,L,N,D ...] [--data PATH] [--steps N] [--threads N]
+                                    [--device cpu|cuda|cuda:N] [--precision fp32|bf16|fp16] [--compile]
 
 Prints one JSON line per measurement, then one line per case and dims with "impl": "ratio", and
 one with "impl": "flop_ratio": the FLOPs (torch's FlopCounterMode: convolutions and matmuls,
 backward included) the reference spends per frame over those of the fast path. Both paths compute
 the same maths, so the time ratio can only exceed the FLOP ratio by running the same kernels more
 efficiently (batching); a compute-bound model on a CPU gets little of that.
+
+--device, --precision and --compile run both paths there, under torch.autocast at that precision,
+the fast path's five modules compiled (torch.compile; its warm-up is untimed); every JSON line
+carries those fields. On CUDA the timings wait for the device (torch.cuda.synchronize).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import torch
 
 from cvae.config import DataConfig, ModelConfig
 from cvae.data import Dataset, load_dataset, sequence_batch, to_tensor
+from cvae.device import autocast, resolve_device
 from cvae.metrics import kl_per_frame
 from cvae.model import CVAE
 from cvae.reference import forward_reference, rollout_reference
@@ -30,9 +36,27 @@ from cvae.reference import forward_reference, rollout_reference
 LAB, SMALL = (128, 32, 12, 192), (32, 8, 4, 48)
 
 
+class Run:
+    """Where and how the benchmark computes: device, precision, compiled or not."""
+
+    def __init__(self, device: str = "cpu", precision: str = "fp32", compile: bool = False) -> None:
+        self.device, self.precision, self.compile = resolve_device(device), precision, compile
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def fields(self) -> dict[str, object]:
+        return {"device": str(self.device), "precision": self.precision, "compile": self.compile}
+
+
+RUN = Run()
+
+
 def train_step(model: CVAE, opt: torch.optim.Optimizer, img, label, tf: bool, eps, reference: bool) -> None:
-    out = forward_reference(model, img, label, tf, eps) if reference else model(img, label, tf, eps)
-    loss = (out.pred - img[:, 1:]).pow(2).mean() + 0.5 * kl_per_frame(out.mu, out.logvar).mean()
+    with autocast(RUN.device, RUN.precision):
+        out = forward_reference(model, img, label, tf, eps) if reference else model(img, label, tf, eps)
+    loss = (out.pred.float() - img[:, 1:]).pow(2).mean() + 0.5 * kl_per_frame(out.mu.float(), out.logvar.float()).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -41,30 +65,36 @@ def train_step(model: CVAE, opt: torch.optim.Optimizer, img, label, tf: bool, ep
 
 def bench_train(dims, data: Dataset, steps: int, batch: int, video_len: int, tf_mode: str) -> dict[str, float]:
     torch.manual_seed(0)
-    fast = CVAE(ModelConfig(*dims))
+    fast = CVAE(ModelConfig(*dims)).to(RUN.device)
     ref = copy.deepcopy(fast)
+    if RUN.compile:
+        for module in fast.children():
+            module.compile()
     opts = {"fast": torch.optim.Adam(fast.parameters(), 1e-3), "reference": torch.optim.Adam(ref.parameters(), 1e-3)}
     seconds = {"fast": 0.0, "reference": 0.0}
     rng = np.random.default_rng(0)
     n_seq = data.num_sequences(video_len)
     for step in range(steps + 1):  # step 0 warms both up, untimed
-        img, label = sequence_batch(data.train, rng.choice(n_seq, size=batch, replace=False), video_len)
-        tf = {"on": True, "off": False}.get(tf_mode, step % 2 == 0)
+        img, label = (x.to(RUN.device) for x in sequence_batch(data.train, rng.choice(n_seq, size=batch, replace=False), video_len))
+        tf = {"on": True, "off": False}.get(tf_mode, step % 2 == 0) if step else None
         eps = fast.noise(batch, video_len - 1, img)
         order = [("fast", fast), ("reference", ref)] if step % 2 else [("reference", ref), ("fast", fast)]
         for name, model in order:
-            start = time.perf_counter()
-            train_step(model, opts[name], img, label, tf, eps, reference=name == "reference")
-            if step:
-                seconds[name] += time.perf_counter() - start
+            for warm in ([True, False] if tf is None else [tf]):  # step 0 warms up (and compiles) both modes
+                RUN.sync()
+                start = time.perf_counter()
+                train_step(model, opts[name], img, label, warm, eps, reference=name == "reference")
+                RUN.sync()
+                if step:
+                    seconds[name] += time.perf_counter() - start
     return seconds
 
 
 def bench_rollout(dims, data: Dataset, frames: int, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
-    model = CVAE(ModelConfig(*dims)).eval()
-    img = to_tensor(data.val.img[:frames])[None]
-    label = to_tensor(data.val.label[:frames])[None]
+    model = CVAE(ModelConfig(*dims)).to(RUN.device).eval()
+    img = to_tensor(data.val.img[:frames])[None].to(RUN.device)
+    label = to_tensor(data.val.label[:frames])[None].to(RUN.device)
     z = model.noise(1, frames - 1, img)
     seconds = {"fast": 0.0, "reference": 0.0}
     short = label[:, :3]
@@ -74,12 +104,15 @@ def bench_rollout(dims, data: Dataset, frames: int, repeats: int) -> dict[str, f
                 with torch.inference_mode():
                     model.rollout(img[:, 0], short, z[:2])
                 rollout_reference(model, img[:, 0], short, z[:2])
+            RUN.sync()
             start = time.perf_counter()
-            if name == "fast":
-                with torch.inference_mode():
-                    model.rollout(img[:, 0], label, z)
-            else:
-                rollout_reference(model, img[:, 0], label, z)
+            with autocast(RUN.device, RUN.precision):
+                if name == "fast":
+                    with torch.inference_mode():
+                        model.rollout(img[:, 0], label, z)
+                else:
+                    rollout_reference(model, img[:, 0], label, z)
+            RUN.sync()
             seconds[name] += time.perf_counter() - start
     return seconds
 
@@ -130,7 +163,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rollout-frames", type=int, default=48, help="validation frames rolled out per repeat")
     p.add_argument("--repeats", type=int, default=2, help="rollout repeats per implementation")
     p.add_argument("--tf", choices=["mix", "on", "off"], default="mix", help="teacher forcing in the train case (mix alternates)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision (default fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the fast path's five modules")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (it runs on the CPU)")
     args = p.parse_args(argv)
+    global RUN
+    RUN = Run(args.device, args.precision, args.compile)
 
     threads = args.threads or len(__import__("os").sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -140,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset(cfg)
 
     def emit(**row: object) -> None:
-        print(json.dumps(row), flush=True)
+        print(json.dumps({**row, **RUN.fields()}), flush=True)
 
     for dims in dims_list:
         results = {}
@@ -158,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
                  frames_per_s=round(frames / s, 3), threads=threads)
         for case in ("train", "rollout"):
             emit(case=case, impl="ratio", dims=list(dims), ratio=round(results[(case, "fast")] / results[(case, "reference")], 3))
+        if args.no_flops:
+            continue
         flops = flops_per_frame(dims, data, args.batch, args.video_len, args.tf, min(args.rollout_frames, 8))
         for case, per in flops.items():
             emit(case=case, impl="flop_ratio", dims=list(dims), fast_gflop_per_frame=round(per["fast"], 4),

@@ -15,6 +15,7 @@ from typing import Any
 from cvae.checkpoint import epoch_dirs, epoch_of, latest_good_checkpoint, move_aside
 from cvae.config import ConfigError, load_config, smoke_config
 from cvae.data import DatasetError, load_dataset
+from cvae.device import resolve_device
 from cvae.train import run
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         if args.smoke_test:
             cfg = smoke_config(cfg)
+        resolve_device(cfg.train.device)  # a CUDA device that is not there: exit 2 before any work
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 import types
 import typing
@@ -21,6 +22,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 KLType = Literal["Monotonic", "Cyclical", "None"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 KL_TYPES: tuple[str, ...] = ("Monotonic", "Cyclical", "None")
 
 
@@ -134,6 +137,11 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None = the CPUs this process may use
     max_steps_per_epoch: int | None = None  # cap on optimisation steps per epoch (smoke runs)
     keep_checkpoints: int = 2  # epoch checkpoints kept on disk by a plain run (Ray keeps its own)
+    device: str = "auto"  # "auto" (CUDA when available, else CPU) | "cpu" | "cuda" | "cuda:N"
+    # "fp32" (the lab's) | "bf16" | "fp16": torch.autocast for the forward passes (fp16 with a
+    # GradScaler); the loss, its gradients' clipping and every metric stay fp32.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False  # torch.compile the five modules (the per-frame step); minutes of warm-up on a CPU
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -158,6 +166,9 @@ class TrainConfig:
         _check(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1, "max_steps_per_epoch",
                f"must be >= 1, got {self.max_steps_per_epoch}")
         _check(self.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
+        _check(DEVICE_RE.fullmatch(self.device) is not None, "device",
+               f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)

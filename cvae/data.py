@@ -252,3 +252,27 @@ def sequence_batch(frames: Frames, indices: np.ndarray | list[int], video_len: i
     frame_idx = idx[:, None] * video_len + np.arange(video_len)  # (B, T)
     # Fancy indexing copies just these frames (writable uint8); one float conversion each.
     return to_tensor(frames.img[frame_idx]), to_tensor(frames.label[frame_idx])
+
+
+class DeviceFrames:
+    """A split's frames as uint8 tensors (N, 3, H, W) on a device: uploaded once per run (a quarter
+    of float32's bytes), each batch converted to float there. Same numbers as `sequence_batch`."""
+
+    def __init__(self, frames: Frames, device: torch.device | str = "cpu") -> None:
+        def chw(arr: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.moveaxis(arr, -1, -3).copy()).to(device)  # (N, 3, H, W) uint8
+
+        self.img, self.label = chw(frames.img), chw(frames.label)
+        self.root = frames.root
+
+    def __len__(self) -> int:
+        return self.img.shape[0]
+
+    def batch(self, indices: torch.Tensor | np.ndarray | list[int], video_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training sequences `indices` -> (img, label), each (B, T, 3, H, W) float32 in [0, 1]."""
+        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)  # (B,)
+        n_seq = len(self) // video_len
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_seq):
+            raise IndexError(f"sequence index out of range 0..{n_seq - 1}: {idx.tolist()}")
+        frame_idx = (idx[:, None] * video_len + torch.arange(video_len)).to(self.img.device)  # (B, T)
+        return self.img[frame_idx].to(torch.float32).div_(255.0), self.label[frame_idx].to(torch.float32).div_(255.0)

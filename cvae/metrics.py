@@ -56,7 +56,7 @@ def kl_per_frame(mu: Tensor, logvar: Tensor) -> Tensor:
 # The metrics `cvae.train.run` reports every epoch (contract 1 of DESIGN.md): the one list of their names.
 TRAIN_METRICS: tuple[str, ...] = (
     "epoch", "train/loss", "train/mse", "train/kl", "beta", "tfr", "teacher_forcing", "fast_train",
-    "train/sequences", "lr", "train/frames_per_s", "threads", "diverged")
+    "train/sequences", "lr", "train/frames_per_s", "threads", "device", "diverged")
 # Written at each validation and carried forward on epochs without one, so every row has them.
 VAL_CARRIED: tuple[str, ...] = (
     "val/psnr", "val/psnr_hold", "val/psnr_min", "val/ssim", "val/psnr_step", "val/psnr_step_hold")

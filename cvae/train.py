@@ -22,7 +22,8 @@ from torch import Tensor
 from cvae import schedules
 from cvae.checkpoint import epoch_dir, load_checkpoint, prune, save_checkpoint
 from cvae.config import Config
-from cvae.data import Dataset, DatasetError, load_dataset, sequence_batch
+from cvae.data import Dataset, DatasetError, DeviceFrames, load_dataset
+from cvae.device import autocast, grad_scaler, resolve_device, rng_states, set_rng_states, setup
 from cvae.evaluate import validate
 from cvae.metrics import VAL_CARRIED, kl_per_frame
 from cvae.model import CVAE
@@ -30,6 +31,10 @@ from cvae.model import CVAE
 log = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
+
+# Steps between checks of the loss for NaN/inf: each check waits for the device, so not every step.
+# The epoch's end (before any checkpoint is written) always checks.
+FINITE_CHECK_EVERY = 16
 
 
 @dataclass
@@ -78,7 +83,10 @@ class RunState:
     model: CVAE
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.MultiStepLR
-    rng: torch.Generator
+    scaler: torch.amp.GradScaler
+    rng: torch.Generator  # CPU: sequence order and teacher-forcing draws
+    noise: torch.Generator  # on the device: the posterior's eps (the same generator as rng on a CPU)
+    device: torch.device
     epoch: int = 0  # the next epoch to train
     best: float = -math.inf  # best val/psnr so far
     best_epoch: int = -1
@@ -91,8 +99,10 @@ class RunState:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": self.rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            **({"noise_rng": self.noise.get_state()} if self.noise is not self.rng else {}),
+            **rng_states(self.device),
             "best_val_psnr": self.best,
             "best_epoch": self.best_epoch,
             "best_curve": self.best_curve,
@@ -100,14 +110,19 @@ class RunState:
         }
 
 
-def new_state(cfg: Config) -> RunState:
-    """A fresh run: seeded RNGs, a new model, Adam and the lab's MultiStepLR."""
-    rng = seed_everything(cfg.train.seed)
-    model = CVAE(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.train.milestones),
-                                                     gamma=cfg.train.gamma)
-    return RunState(model, optimizer, scheduler, rng)
+def new_state(cfg: Config, device: torch.device) -> RunState:
+    """A fresh run on `device`: seeded RNGs, a new model, Adam and the lab's MultiStepLR."""
+    t = cfg.train
+    rng = seed_everything(t.seed)
+    model = CVAE(cfg.model).to(device)
+    if t.compile:
+        for module in model.children():  # in place: the state_dict keys stay the lab's
+            module.compile()
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(t.milestones), gamma=t.gamma)
+    # A CPU run draws its noise from rng, as it always has; a CUDA run needs a generator on the device.
+    noise = rng if device.type == "cpu" else torch.Generator(device).manual_seed(t.seed)
+    return RunState(model, optimizer, scheduler, grad_scaler(device, t.precision), rng, noise, device)
 
 
 def restore(run: RunState, checkpoint: str | Path) -> None:
@@ -116,8 +131,12 @@ def restore(run: RunState, checkpoint: str | Path) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
+    if "scaler" in state:
+        run.scaler.load_state_dict(state["scaler"])
     run.rng.set_state(state["rng"])
-    torch.set_rng_state(state["torch_rng"])
+    if run.noise is not run.rng and "noise_rng" in state:
+        run.noise.set_state(state["noise_rng"])
+    set_rng_states(state, run.device)
     run.epoch = state["epoch"] + 1
     run.best, run.best_epoch, run.best_curve = state["best_val_psnr"], state["best_epoch"], state["best_curve"]
     run.history = list(state.get("history", []))
@@ -134,51 +153,56 @@ def epoch_sequences(n_seq: int, epoch: int, cfg: Config, rng: torch.Generator) -
     return order
 
 
-def train_epoch(run: RunState, cfg: Config, data: Dataset, progress: Callable[[int], None] | None) -> dict[str, Any]:
+def train_epoch(run: RunState, cfg: Config, frames: DeviceFrames, progress: Callable[[int], None] | None) -> dict[str, Any]:
     """One epoch of the lab's training: teacher forcing drawn once per epoch (or per batch),
     loss = MSE + beta * KL averaged over the T-1 predicted frames, clipped Adam steps.
-    Returns the epoch's training metrics; `diverged` is True if the loss became NaN/inf."""
+    Returns the epoch's training metrics; `diverged` is True if the loss became NaN/inf.
+    The loss sums stay on the device: the host waits for it only every FINITE_CHECK_EVERY steps."""
     t, epoch, rng, model = cfg.train, run.epoch, run.rng, run.model
     tfr = schedules.tfr(epoch, t.tfr, t.tfr_sde, t.tfr_d_step)
     beta = schedules.beta(epoch, t.kl_anneal_type, t.kl_anneal_cycle, t.kl_anneal_ratio)
     teacher_forcing = bool(torch.rand((), generator=rng) < tfr)  # once per epoch, as the lab does
-    order = epoch_sequences(data.num_sequences(cfg.data.video_len), epoch, cfg, rng)
+    order = epoch_sequences(len(frames) // cfg.data.video_len, epoch, cfg, rng)
     steps = len(order) // t.batch_size  # drop_last, as the lab's loader
     if t.max_steps_per_epoch is not None:
         steps = min(steps, t.max_steps_per_epoch)
     model.train()
-    sums = torch.zeros(3, dtype=torch.float64)  # loss, mse, kl
+    sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss, mse, kl
     done = tf_steps = 0
-    diverged = False
     start = time.perf_counter()
     for step in range(steps):
-        idx = order[step * t.batch_size : (step + 1) * t.batch_size].numpy()
-        img, label = sequence_batch(data.train, idx, cfg.data.video_len)  # (B, T, 3, H, W)
+        idx = order[step * t.batch_size : (step + 1) * t.batch_size]
+        img, label = frames.batch(idx, cfg.data.video_len)  # (B, T, 3, H, W)
         if t.tf_per == "batch":
             teacher_forcing = bool(torch.rand((), generator=rng) < tfr)
-        eps = model.noise(img.shape[0], img.shape[1] - 1, img, generator=rng)
-        out = model(img, label, teacher_forcing, eps)
-        mse = (out.pred - img[:, 1:]).pow(2).mean(dim=(0, 2, 3, 4)).mean()  # mean over the T-1 frames
-        kl = kl_per_frame(out.mu, out.logvar).mean()
+        eps = model.noise(img.shape[0], img.shape[1] - 1, img, generator=run.noise)
+        with autocast(run.device, t.precision):
+            out = model(img, label, teacher_forcing, eps)
+        mse = (out.pred.float() - img[:, 1:]).pow(2).mean(dim=(0, 2, 3, 4)).mean()  # mean over the T-1 frames
+        kl = kl_per_frame(out.mu.float(), out.logvar.float()).mean()
         loss = mse + beta * kl
-        if not torch.isfinite(loss):
-            diverged = True
-            log.warning("epoch %d step %d: loss is %s, stopping (diverged)", epoch, step, loss.item())
-            break
+        if (step + 1) % FINITE_CHECK_EVERY == 0 and not torch.isfinite(loss):
+            break  # weights may already be NaN: the check below ends the run
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        run.optimizer.step()
-        sums += torch.tensor([loss.item(), mse.item(), kl.item()], dtype=torch.float64)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        sums += torch.stack([loss.detach(), mse.detach(), kl.detach()]).double()
         done += 1
         tf_steps += teacher_forcing
         if progress is not None:
             progress(1)
+    mean = (sums / max(done, 1)).tolist()  # the epoch's one wait for the device
     seconds = time.perf_counter() - start
+    diverged = done < steps or not all(math.isfinite(x) for x in mean)
+    if diverged:
+        log.warning("epoch %d: the loss became NaN/inf, stopping (diverged)", epoch)
+        mean = [math.nan] * 3
     lr = run.optimizer.param_groups[0]["lr"]
     if not diverged:
         run.scheduler.step()
-    mean = (sums / max(done, 1)).tolist() if not diverged else [math.nan] * 3
     frames = max(done, 1) * t.batch_size * (cfg.data.video_len - 1)
     return {
         "epoch": epoch,
@@ -207,7 +231,7 @@ def validate_epoch(run: RunState, cfg: Config, data: Dataset, metrics: dict[str,
         if run.history:
             metrics.update({k: run.history[-1][k] for k in VAL_CARRIED if k in run.history[-1]})
         return None
-    val = validate(run.model, data, t.seed)
+    val = validate(run.model, data, t.seed, t.precision)
     if not math.isfinite(val["val/psnr"]):
         metrics["diverged"] = True
     curve, hold = val.pop("psnr"), val.pop("psnr_hold")
@@ -236,13 +260,16 @@ def run(
     `diverged = True` in its last metrics.
     """
     t = cfg.train
+    device = resolve_device(t.device)  # a CUDA device that is not there: ConfigError before any work
+    setup(device)
     threads = set_threads(t.threads)
-    state = new_state(cfg)
+    state = new_state(cfg, device)
     data = dataset if dataset is not None else load_dataset(cfg.data)
     n_seq = data.num_sequences(cfg.data.video_len)
     if n_seq < t.batch_size:
         raise DatasetError(data.train.root, f"{n_seq} training sequences of {cfg.data.video_len} frames, "
                                             f"fewer than one batch of {t.batch_size}")
+    frames = DeviceFrames(data.train, device)  # uploaded once, uint8
     if resume_from is not None:
         restore(state, resume_from)
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -250,8 +277,9 @@ def run(
     metrics: dict[str, Any] = {}
     while state.epoch < t.epochs:
         epoch_start = time.perf_counter()
-        metrics = train_epoch(state, cfg, data, progress)
+        metrics = train_epoch(state, cfg, frames, progress)
         metrics["threads"] = threads
+        metrics["device"] = str(device)
         frames_record = validate_epoch(state, cfg, data, metrics)
         metrics["val/best_psnr"] = state.best if math.isfinite(state.best) else math.nan
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, ROOT
-from cvae.config import Config
+from cvae.config import Config, ConfigError
 from cvae.data import Dataset, Frames, load_dataset
 from cvae.model import CVAE
 from cvae.checkpoint import CheckpointError, epoch_dirs, latest_good_checkpoint, load_checkpoint
@@ -116,3 +116,70 @@ def test_cli_smoke_run_as_a_user_types_it(tmp_path: Path, cache_dir: Path) -> No
                          capture_output=True, text=True, timeout=120)
     assert rej.returncode == 2
     assert "bad.toml" in rej.stderr and "train.kl_anneal_cylce" in rej.stderr and "kl_anneal_cycle" in rej.stderr
+
+
+# -- device and precision -----------------------------------------------------------------------
+def _numbers(summary) -> list[tuple]:
+    return [(m["train/loss"], m["train/mse"], m["train/kl"], m["val/psnr"], m["val/psnr_step"]) for m in summary.history]
+
+
+def test_cpu_and_auto_give_the_same_numbers_on_a_cpu_machine(cache_dir: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("auto means CUDA on this machine")
+    cpu = run(tiny(cache_dir, device="cpu", tfr=0.5))
+    auto = run(tiny(cache_dir, device="auto", tfr=0.5))
+    assert _numbers(cpu) == _numbers(auto)
+    assert cpu.history[-1]["device"] == "cpu"
+
+
+def test_asking_for_cuda_without_it_is_a_config_error(cache_dir: Path, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="train.device.*no CUDA device"):
+        run(tiny(cache_dir, device="cuda"), checkpoint_dir=tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()  # refused before any work
+
+
+def test_bf16_autocast_trains_close_to_fp32(cache_dir: Path) -> None:
+    fp32 = run(tiny(cache_dir, epochs=3, precision="fp32", kl_anneal_type="None"))
+    bf16 = run(tiny(cache_dir, epochs=3, precision="bf16", kl_anneal_type="None"))
+    for a, b in zip(fp32.history, bf16.history):
+        # bf16 keeps 8 bits of mantissa: the same run, within a few percent on a short run
+        assert b["train/mse"] == pytest.approx(a["train/mse"], rel=0.05)
+        assert b["val/psnr"] == pytest.approx(a["val/psnr"], abs=0.5)
+    assert all(math.isfinite(m["train/loss"]) for m in bf16.history)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_resume_is_exact_with_precision_set(tmp_path: Path, cache_dir: Path, precision: str) -> None:
+    cfg = tiny(cache_dir, epochs=2, tfr=0.5, precision=precision, device="cpu")
+    straight = run(cfg, checkpoint_dir=tmp_path / "a")
+    first = run(cfg.replace(train={"epochs": 1}), checkpoint_dir=tmp_path / "b")
+    resumed = run(cfg, checkpoint_dir=tmp_path / "b", resume_from=first.checkpoint)
+    a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["scaler"] == b["scaler"]
+    assert _numbers(straight) == _numbers(resumed)
+    model, loaded = load_model(resumed.checkpoint)
+    assert loaded.train.precision == precision and next(model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.slow
+def test_compiled_modules_train_like_eager(cache_dir: Path) -> None:
+    eager = run(tiny(cache_dir, epochs=1, max_steps_per_epoch=2, kl_anneal_type="None"))
+    compiled = run(tiny(cache_dir, epochs=1, max_steps_per_epoch=2, kl_anneal_type="None", compile=True))
+    assert compiled.history[0]["train/mse"] == pytest.approx(eager.history[0]["train/mse"], rel=1e-3)
+    assert compiled.history[0]["val/psnr"] == pytest.approx(eager.history[0]["val/psnr"], abs=1e-2)
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_cuda_device_it_cannot_see(tmp_path: Path, cache_dir: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[train]\ndevice = "cuda"\n')
+    env = {"CVAE_CACHE": str(cache_dir), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([PYTHON, "-m", "cvae.train", "--config", str(cfg)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "train.device" in done.stderr and "no CUDA device" in done.stderr
+    assert not (tmp_path / "results").exists()
