@@ -45,6 +45,7 @@ import polars as pl
 from cvae.checkpoint import CONFIG_FILE, FRAMES_FILE, MANIFEST_FILE
 from cvae.config import SECTIONS, Config, ConfigError, field_types
 from study._compat import trial_states
+from study.place import FINISHED, STUDY_COPY, TABLES, TRIAL_ERROR, TRIAL_PARAMS, TRIAL_RESULTS
 from study.spec import FIELD_SECTION, METRICS, OBJECTIVES, Param, StudyError, StudySpec, load_spec, plain_type
 
 if sys.version_info >= (3, 11):
@@ -54,9 +55,6 @@ else:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-TABLES_DIR = "tables"
-STUDY_FILE = "study.toml"
-FINISHED_FILE = "finished.json"
 STATUSES: tuple[str, ...] = ("completed", "diverged", "errored", "stopped_early", "running")
 SEED = "seed"
 
@@ -100,6 +98,11 @@ class StudyInfo:
         """Names of the searched parameters (seed excluded)."""
         return tuple(p.name for p in self.params)
 
+    @property
+    def scored_by(self) -> str:
+        """What ranks the settings, in words: e.g. "val/psnr (max) at each trial's best epoch"."""
+        return f"{self.metric} ({self.mode}) at each trial's {self.objective} epoch"
+
     @classmethod
     def of(cls, spec: StudySpec) -> StudyInfo:
         """What a loaded study file says."""
@@ -112,7 +115,7 @@ class StudyInfo:
 def read_study(study_dir: str | Path) -> StudyInfo:
     """The study file of a results dir: via load_spec, else the raw TOML tables, else the dir name."""
     study_dir = Path(study_dir)
-    path = study_dir / STUDY_FILE
+    path = study_dir / STUDY_COPY
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if text:
         try:
@@ -222,8 +225,8 @@ def trial_dirs(study_dir: str | Path) -> list[Path]:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         return []
-    return sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith((".", TABLES_DIR))
-                  and ((p / "params.json").is_file() or (p / "result.json").is_file()))
+    return sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith((".", TABLES))
+                  and ((p / TRIAL_PARAMS).is_file() or (p / TRIAL_RESULTS).is_file()))
 
 
 def checkpoints(trial_dir: Path, results: pl.DataFrame) -> list[Path]:
@@ -244,7 +247,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _params(trial_dir: Path) -> dict[str, Any]:
-    raw = _read_json(trial_dir / "params.json") if (trial_dir / "params.json").is_file() else None
+    raw = _read_json(trial_dir / TRIAL_PARAMS) if (trial_dir / TRIAL_PARAMS).is_file() else None
     if not isinstance(raw, dict):
         return {}
     # Only scalar config fields and the seed: the runner may add constants or Ray its own keys.
@@ -296,13 +299,13 @@ def _meta(study_dir: Path, info: StudyInfo) -> tuple[pl.DataFrame, list[pl.DataF
         searched = tuple(dict.fromkeys(k for p in params_of.values() for k in p if k != SEED))
     for d in dirs:
         params = params_of[d]
-        res = read_results(d / "result.json")
+        res = read_results(d / TRIAL_RESULTS)
         ckpts = checkpoints(d, res)
         state_id, status = states.get(d.name, (d.name, None))
         trial_id = str(res["trial_id"][0]) if "trial_id" in res.columns and res.height else state_id
         config = _trial_config(ckpts[-1] if ckpts else None, params, info)
         seed = params.get(SEED, config.get("seed"))
-        error = (d / "error.txt").read_text(errors="replace").strip() if (d / "error.txt").is_file() else None
+        error = (d / TRIAL_ERROR).read_text(errors="replace").strip() if (d / TRIAL_ERROR).is_file() else None
         # searched params as sampled (an inactive conditional one is null), the rest as configured
         row = {name: _cell(name, params.get(name) if name in searched else config.get(name)) for name in CONFIG_SCHEMA}
         row["config"] = json.dumps(_nested(config), sort_keys=True)
@@ -485,7 +488,7 @@ def build_tables(study_dir: str | Path) -> Tables:
     info = read_study(study_dir)
     meta, results, frame_parts = _meta(study_dir, info)
     raw = _epochs(results)
-    finished = (study_dir / FINISHED_FILE).is_file()
+    finished = (study_dir / FINISHED).is_file()
     keep = [c for c in METRICS if c in raw.columns]
     keep += sorted(c for c in raw.columns if c not in _RAY_DROP and c not in keep and c not in ("trial_id", "trial"))
     trials = (
@@ -523,7 +526,7 @@ def analyze(study_dir: str | Path) -> Tables:
     if not study_dir.is_dir():
         raise FileNotFoundError(f"{study_dir}: no such study results dir")
     tables = build_tables(study_dir)
-    out = study_dir / TABLES_DIR
+    out = study_dir / TABLES
     out.mkdir(exist_ok=True)
     for name in ("trials", "epochs", "frames"):
         _write_parquet(getattr(tables, name), out / f"{name}.parquet")
@@ -533,18 +536,18 @@ def analyze(study_dir: str | Path) -> Tables:
 
 
 def _sources(study_dir: Path) -> Iterable[Path]:
-    yield from (study_dir / n for n in (STUDY_FILE, FINISHED_FILE))
+    yield from (study_dir / n for n in (STUDY_COPY, FINISHED))
     yield from study_dir.glob("experiment_state-*.json")
     for d in trial_dirs(study_dir):
         yield d
-        yield from (d / n for n in ("params.json", "result.json", "error.txt"))
+        yield from (d / n for n in (TRIAL_PARAMS, TRIAL_RESULTS, TRIAL_ERROR))
         yield from (p for p in d.iterdir() if p.is_dir())  # its checkpoints
 
 
 def load_tables(study_dir: str | Path) -> Tables:
     """The study's tables: read from tables/*.parquet if newer than every source file, else analyze()."""
     study_dir = Path(study_dir)
-    paths = [study_dir / TABLES_DIR / f"{n}.parquet" for n in ("trials", "epochs", "frames")]
+    paths = [study_dir / TABLES / f"{n}.parquet" for n in ("trials", "epochs", "frames")]
     if all(p.is_file() for p in paths):
         built = min(p.stat().st_mtime for p in paths)
         newest = max((p.stat().st_mtime for p in _sources(study_dir) if p.exists()), default=0.0)

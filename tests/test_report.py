@@ -1,8 +1,6 @@
 """study.report: the HTML report has every section and figure, the floor everywhere, and needs no network."""
 from __future__ import annotations
 
-import logging
-import pickle
 import re
 import shutil
 from html.parser import HTMLParser
@@ -222,68 +220,27 @@ def test_importance_needs_two_completed(tmp_path: Path) -> None:
     assert "fig-history" in figure_chunks(text)
 
 
-def test_report_callback(fake: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
-    from ray.tune import Callback
-
-    from study.report import ReportCallback
-
-    cb = ReportCallback(fake, background=False)
-    assert isinstance(cb, Callback)
-    clone = pickle.loads(pickle.dumps(cb))
-    assert type(clone) is ReportCallback and clone.study_dir == str(fake.resolve()) and not clone.background
-    clone.on_trial_complete(iteration=1, trials=[], trial="t1")
-    assert (fake / "report.html").is_file() and str(fake / "report.html") in capsys.readouterr().out
-    (fake / "report.html").unlink()
-    clone.on_trial_error(iteration=2, trials=[], trial="t2")
-    assert (fake / "report.html").is_file()
-    broken = ReportCallback(fake / "missing", background=False)
-    with caplog.at_level(logging.ERROR, logger="study.report"):
-        broken.on_trial_complete(iteration=1, trials=[], trial="t3")  # logged, never raised
-    assert "rebuilding the report" in caplog.text
-
-
-def test_report_callback_builds_in_the_background(fake: Path, caplog: pytest.LogCaptureFixture,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """The default: a trial's end starts `python -m study.report` and returns at once; ends while it
-    runs are coalesced into one more build, started no sooner than min_interval_s after the last."""
-    from study.report import ReportCallback
-
-    cb = pickle.loads(pickle.dumps(ReportCallback(fake, min_interval_s=3600)))  # as Tune restores it
-    assert cb.background and cb.min_interval_s == 3600
-    cb.on_trial_complete(iteration=1, trials=[], trial="t1")
-    first = cb._proc[0]
-    assert first.poll() is None  # still building: the Tune loop did not wait
-    cb.on_trial_complete(iteration=2, trials=[], trial="t2")
-    cb.on_trial_error(iteration=3, trials=[], trial="t3")
-    assert cb._proc[0] is first and cb._pending == "trial t3 errored"  # one build at a time, the latest reason
-    assert pickle.loads(pickle.dumps(cb))._proc is None  # a running build never goes into Tune's state
-    first.wait(timeout=120)
-    cb.on_step_end(iteration=4, trials=[])
-    assert cb._proc is None and cb._pending == "trial t3 errored"  # collected; the next waits for the interval
-    assert "report updated (trial t1 completed)" in capsys.readouterr().out
-    assert (fake / "report.html").is_file()
-    cb.wait()  # e.g. a caller with no final build of its own: the pending build runs now
-    assert cb._proc is None and cb._pending is None and cb.min_interval_s == 3600
-    assert "report updated (trial t3 errored)" in capsys.readouterr().out
-
-    cb.on_trial_complete(iteration=5, trials=[], trial="t5")  # within the interval: only pending
-    assert cb._proc is None and cb._pending == "trial t5 completed"
-    cb.on_experiment_end(trials=[])  # study.run builds the final report itself: pending dropped
-    assert cb._pending is None and "t5" not in capsys.readouterr().out
-
-    broken = ReportCallback(fake / "missing", min_interval_s=0)
-    with caplog.at_level(logging.ERROR, logger="study.report"):
-        broken.on_trial_complete(iteration=1, trials=[], trial="t4")
-        broken.wait()
-    assert "rebuilding the report" in caplog.text and "no such results dir" in caplog.text
-
-
 def test_cli(fake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(fake)]) == 0
     assert "report: " in capsys.readouterr().out and (fake / "report.html").is_file()
     assert main([str(fake), "--out", str(tmp_path / "r.html")]) == 0 and (tmp_path / "r.html").is_file()
     assert main([str(tmp_path / "missing")]) == 2
     assert "no such results dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [[], ["notes.txt", "photos/cat.png"]], ids=["empty", "some-files"])
+def test_cli_refuses_a_folder_that_is_no_study(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               content: list[str]) -> None:
+    folder = tmp_path / "not-a-study"
+    for name in content:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("mine")
+    folder.mkdir(exist_ok=True)
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    assert main([str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} holds no study" in err and "study.toml" in err and "python -m study.run" in err
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing written
 
 
 @pytest.mark.slow

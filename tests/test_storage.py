@@ -15,7 +15,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from study.run import main, state_of
+from study.place import state_of
+from study.run import main
 from study.spec import load_spec
 from study.storage import StorageError, is_uri, open_storage
 from study_helpers import SMOKE, kill_session, run_cli, start_cli, study_cmd, wait_for, write_study
@@ -89,11 +90,11 @@ def test_unknown_scheme_is_a_clear_error() -> None:
 
 
 def test_state_of_names() -> None:
-    assert state_of(None) == "new" and state_of(set()) == "new"
-    assert state_of({"study.toml", "optuna.db"}) == "stale"
-    assert state_of({"study.toml", "tuner.pkl", "trial_1"}) == "unfinished"
-    assert state_of({"study.toml", "tuner.pkl", "finished.json"}) == "finished"
-    assert state_of({"notes.txt"}) == "foreign"
+    assert state_of(None, False) == "new" and state_of(set(), False) == "new"
+    assert state_of({"study.toml", "optuna.db"}, False) == "stale"
+    assert state_of({"study.toml", "tuner.pkl", "trial_1"}, True) == "unfinished"  # Tuner.can_restore says
+    assert state_of({"study.toml", "tuner.pkl", "finished.json"}, True) == "finished"
+    assert state_of({"notes.txt"}, False) == "foreign"
 
 
 def test_remote_storage_round_trip(s3_server: str, s3_env: dict[str, str], tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import pickle
 import re
 import subprocess
 import sys
@@ -23,10 +24,13 @@ from cvae.config import Config, load_config
 from cvae.checkpoint import verify_checkpoint
 from cvae.train import run
 from study import run as study_run
-from fake_results import OBJECTIVE_WINNER, write_objective_study
-from study import report as study_report
+from fake_results import OBJECTIVE_WINNER, write_fake_study, write_objective_study
 from study.analyze import analyze, ranking, read_results, read_study, setting_label, winner
-from study.run import conclude, main, study_state
+from study.best import conclude
+from study.callbacks import ReportCallback
+from study.place import Place
+from study.report import build_report, frames
+from study.run import main
 from study.space import SeedRepeater, optuna_search
 from study.spec import load_spec, smoke_spec
 from study.trainable import _restorable, trial_config, trial_threads
@@ -119,17 +123,20 @@ def test_foreign_folder_is_not_overwritten(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_study_state_and_move_aside(tmp_path: Path) -> None:
-    exp = tmp_path / "s"
-    assert study_state(exp) == "new"
+    place = Place(tmp_path / "s")
+    exp = place.exp_dir
+    assert place.state() == "new"
     exp.mkdir()
     (exp / "study.toml").write_text("")
-    assert study_state(exp) == "stale"
-    (exp / "tuner.pkl").write_bytes(b"")
-    assert study_state(exp) == "unfinished"
+    assert place.state() == "stale"
+    (exp / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
+    assert place.state() == "unfinished"
     (exp / "finished.json").write_text("{}")
-    assert study_state(exp) == "finished"
-    aside = study_run.move_aside(exp)
+    assert place.state() == "finished"
+    aside = Path(place.move_aside())
     assert not exp.exists() and aside.name.startswith("s.old-") and (aside / "finished.json").exists()
+    exp.write_text("a file")
+    assert place.state() == "foreign"
 
 
 # -- pieces of the runner ------------------------------------------------------------------------
@@ -148,6 +155,73 @@ def test_smoke_spec_is_small_and_separate(tmp_path: Path) -> None:
     copy = tmp_path / "study.toml"
     copy.write_text(smoke.raw_text)
     assert load_spec(copy).name == "kl-smoke" and load_spec(copy).base_config() == smoke.base_config()
+
+
+# -- the live report ------------------------------------------------------------------------------
+@pytest.fixture
+def fake(tmp_path: Path) -> Path:
+    return write_fake_study(tmp_path)
+
+
+def test_report_callback_follows_a_moved_study(fake: Path, tmp_path: Path) -> None:
+    """After Tuner.restore of a moved folder the pickled callback's path is stale; Tune's trials know."""
+    cb = pickle.loads(pickle.dumps(ReportCallback(tmp_path / "old-place", background=False)))
+    trial = next(p for p in fake.iterdir() if (p / "params.json").is_file())
+    cb.on_trial_complete(iteration=1, trials=[], trial=types.SimpleNamespace(path=str(trial)))
+    assert cb.study_dir == str(fake.resolve()) and (fake / "report.html").is_file()
+
+
+def test_report_callback(fake: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    from ray.tune import Callback
+
+    cb = ReportCallback(fake, background=False)
+    assert isinstance(cb, Callback)
+    clone = pickle.loads(pickle.dumps(cb))
+    assert type(clone) is ReportCallback and clone.study_dir == str(fake.resolve()) and not clone.background
+    clone.on_trial_complete(iteration=1, trials=[], trial="t1")
+    assert (fake / "report.html").is_file() and str(fake / "report.html") in capsys.readouterr().out
+    (fake / "report.html").unlink()
+    clone.on_trial_error(iteration=2, trials=[], trial="t2")
+    assert (fake / "report.html").is_file()
+    broken = ReportCallback(fake / "missing", background=False)
+    with caplog.at_level(logging.ERROR, logger="study.callbacks"):
+        broken.on_trial_complete(iteration=1, trials=[], trial="t3")  # logged, never raised
+    assert "rebuilding the report" in caplog.text
+
+
+@pytest.mark.slow  # starts report builds as subprocesses
+def test_report_callback_builds_in_the_background(fake: Path, caplog: pytest.LogCaptureFixture,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The default: a trial's end starts `python -m study.report` and returns at once; ends while it
+    runs are coalesced into one more build, started no sooner than min_interval_s after the last."""
+    cb = pickle.loads(pickle.dumps(ReportCallback(fake, min_interval_s=3600)))  # as Tune restores it
+    assert cb.background and cb.min_interval_s == 3600
+    cb.on_trial_complete(iteration=1, trials=[], trial="t1")
+    first = cb._proc[0]
+    assert first.poll() is None  # still building: the Tune loop did not wait
+    cb.on_trial_complete(iteration=2, trials=[], trial="t2")
+    cb.on_trial_error(iteration=3, trials=[], trial="t3")
+    assert cb._proc[0] is first and cb._pending == "trial t3 errored"  # one build at a time, the latest reason
+    assert pickle.loads(pickle.dumps(cb))._proc is None  # a running build never goes into Tune's state
+    first.wait(timeout=120)
+    cb.on_step_end(iteration=4, trials=[])
+    assert cb._proc is None and cb._pending == "trial t3 errored"  # collected; the next waits for the interval
+    assert "report updated (trial t1 completed)" in capsys.readouterr().out
+    assert (fake / "report.html").is_file()
+    cb.wait()  # e.g. a caller with no final build of its own: the pending build runs now
+    assert cb._proc is None and cb._pending is None and cb.min_interval_s == 3600
+    assert "report updated (trial t3 errored)" in capsys.readouterr().out
+
+    cb.on_trial_complete(iteration=5, trials=[], trial="t5")  # within the interval: only pending
+    assert cb._proc is None and cb._pending == "trial t5 completed"
+    cb.on_experiment_end(trials=[])  # study.run builds the final report itself: pending dropped
+    assert cb._pending is None and "t5" not in capsys.readouterr().out
+
+    broken = ReportCallback(fake / "missing", min_interval_s=0)
+    with caplog.at_level(logging.ERROR, logger="study.callbacks"):
+        broken.on_trial_complete(iteration=1, trials=[], trial="t4")
+        broken.wait()
+    assert "rebuilding the report" in caplog.text and "no such results dir" in caplog.text
 
 
 # -- one ranking: best.toml, the report, the console and Optuna agree --------------------------------
@@ -197,8 +271,8 @@ def test_one_ranking_everywhere(objective: str, tmp_path: Path, monkeypatch: pyt
         drawn.append(path)
         raise FileNotFoundError("no weights in the fake")
 
-    monkeypatch.setattr(study_report, "_rollout", rollout)
-    summary = study_report.build_report(exp).read_text().split('<section id="summary">')[1].split("</section>")[0]
+    monkeypatch.setattr(frames, "rollout", rollout)
+    summary = build_report(exp).read_text().split('<section id="summary">')[1].split("</section>")[0]
     assert f"Best configuration</b>: {want}," in summary
     assert drawn == [ckpt]  # the frame strip draws the ranked checkpoint
     assert _optuna_best(exp) == want

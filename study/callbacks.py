@@ -1,0 +1,142 @@
+"""The running study's live report: a Ray Tune callback that rebuilds report.html as trials end.
+
+It belongs to running a study (study.run adds it to the Tuner), not to drawing one: it only starts
+`python -m study.report <study_dir>`, which reads the results on disk like any later rebuild.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from study.place import REPORT
+
+log = logging.getLogger(__name__)
+
+
+def _lower_priority() -> None:  # in the report build's child process: trials come first
+    os.nice(10)
+
+
+class ReportCallback(Callback):
+    """Rebuilds results/<study>/report.html whenever a trial completes or errors.
+
+    The rebuild runs as a background `python -m study.report` (niced), so Tune's loop never waits
+    for it: one build at a time, at most one start per `min_interval_s` (a build costs a few CPU
+    seconds that running trials would otherwise get), and one more if a trial ended meanwhile. It is
+    polled on every Tune step. When the experiment ends the running build is waited for and a
+    pending one dropped: `study.run` builds the final report right after (with finished.json in
+    place). `background=False` builds inline, every time. Picklable (Tune saves its callbacks with
+    the experiment); after a restore it follows the study folder to where Tune's trials now are.
+    Every failure is logged, never raised: a report must never break a study.
+    """
+
+    def __init__(self, study_dir: str | Path, background: bool = True, min_interval_s: float = 60.0) -> None:
+        self.study_dir = str(Path(study_dir).resolve())
+        self.background = background
+        self.min_interval_s = min_interval_s
+        self._proc: Any = None  # the running build: (Popen, its stderr file, why)
+        self._pending: str | None = None
+        self._last_start = -math.inf
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"study_dir": self.study_dir, "background": self.background, "min_interval_s": self.min_interval_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["study_dir"], state.get("background", True), state.get("min_interval_s", 60.0))
+
+    def _follow(self, trial: Any) -> None:
+        # A restored experiment may have moved with its folder: its trials know where it is now.
+        path = getattr(trial, "path", None)
+        if isinstance(path, str) and Path(path).parent.is_dir():
+            self.study_dir = str(Path(path).parent.resolve())
+
+    def _rebuild(self, why: str) -> None:
+        if not self.background:
+            try:
+                from study.report import build_report
+
+                path = build_report(self.study_dir)
+                # the driver's console is the user's view of a running study, as Tune's own table
+                print(f"report updated ({why}): {path}", flush=True)
+            except Exception:  # noqa: BLE001
+                log.exception("rebuilding the report of %s failed (the study goes on)", self.study_dir)
+            return
+        self._pending = why
+        self._poll()
+
+    def _collect(self) -> bool:
+        """Collect the running build if it has ended (logging how); False while it still runs."""
+        if self._proc is None:
+            return True
+        proc, err, why = self._proc
+        if proc.poll() is None:
+            return False
+        self._proc = None
+        err.seek(0)
+        tail = err.read().decode("utf-8", "replace")[-2000:]
+        err.close()
+        if proc.returncode == 0:
+            print(f"report updated ({why}): {Path(self.study_dir) / REPORT}", flush=True)
+        else:
+            log.error("rebuilding the report of %s failed (exit %s; the study goes on):\n%s",
+                      self.study_dir, proc.returncode, tail)
+        return True
+
+    def _poll(self, force: bool = False) -> None:
+        """Collect a finished build; start the pending one if none runs (and, unless force,
+        min_interval_s has passed since the last start)."""
+        if not self._collect():
+            return
+        if self._pending is None or (not force and time.monotonic() - self._last_start < self.min_interval_s):
+            return
+        why, self._pending = self._pending, None
+        self._last_start = time.monotonic()
+        err = tempfile.TemporaryFile()
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "study.report", self.study_dir],
+                                    stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_lower_priority)
+        except OSError:
+            err.close()
+            log.exception("starting the report build of %s failed (the study goes on)", self.study_dir)
+            return
+        self._proc = (proc, err, why)
+
+    def wait(self, timeout: float = 300.0, pending: bool = True) -> None:
+        """Let the running build finish (and the pending one, unless pending=False: dropped);
+        stop a build that hangs."""
+        if not pending:
+            self._pending = None
+        deadline = time.monotonic() + timeout
+        while self._proc is not None or self._pending is not None:
+            if time.monotonic() > deadline:
+                self._pending = None
+                if self._proc is not None:
+                    self._proc[0].kill()
+            self._poll(force=True)
+            time.sleep(0.1)
+
+    def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
+        self._follow(trial)
+        self._rebuild(f"trial {trial} completed")
+
+    def on_trial_error(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
+        self._follow(trial)
+        self._rebuild(f"trial {trial} errored")
+
+    def on_step_end(self, iteration: int = 0, trials: Any = None, **info: Any) -> None:
+        self._poll()
+
+    def on_experiment_end(self, trials: Any = None, **info: Any) -> None:
+        self.wait(pending=False)
+
+
+__all__ = ["ReportCallback"]

@@ -1,0 +1,146 @@
+"""The report's summary: the study's facts, THE ranking's best configuration and best run, the floor,
+the verdicts (one sentence per comparison) and the ranking table."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import polars as pl
+
+from study.analyze import fmt_value, winner
+from study.report.common import Ctx, esc, floor_of, html_table, note, score_text, unit_of
+
+def _seconds(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "n/a"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _verdict(w: dict[str, Any], r: dict[str, Any], unit: str) -> str:
+    gap = abs(w["mean"] - r["mean"])
+    if w["n"] < 2 or r["n"] < 2 or w["sd"] is None or r["sd"] is None:
+        return f"the gap ({gap:.2f}{unit}) cannot be judged against the seed-to-seed spread (a single seed)"
+    spread = w["sd"] + r["sd"]
+    if gap > spread:
+        return f"the gap ({gap:.2f}{unit}) exceeds the seed-to-seed spread (sd {w['sd']:.2f} + {r['sd']:.2f}{unit})"
+    return (f"the gap ({gap:.2f}{unit}) is within the seed-to-seed spread (sd {w['sd']:.2f} + {r['sd']:.2f}{unit}): "
+            "not a clear difference")
+
+
+def _others(row: dict[str, Any], params: Sequence[str], skip: str) -> str:
+    rest = [f"{p}={fmt_value(row[p])}" for p in params if p != skip and row.get(p) is not None]
+    return f" ({', '.join(rest)})" if rest else ""
+
+
+def comparisons(ranked: pl.DataFrame, params: Sequence[str], unit: str = " dB") -> list[str]:
+    """One plain sentence per comparison, from THE ranking (study.analyze.ranking): overall, then per
+    searched parameter (its best-ranked setting per value)."""
+    rows = [r for r in ranked.iter_rows(named=True) if r["mean"] is not None]
+
+    def score(row: dict[str, Any]) -> str:
+        return score_text(row["mean"], row["sd"], row["n"], unit)
+
+    out: list[str] = []
+    if len(rows) >= 2:
+        w, r = rows[0], rows[1]
+        out.append(f"Overall: {w['setting']} wins with {score(w)} over the runner-up {r['setting']} {score(r)}; "
+                   f"{_verdict(w, r, unit)}.")
+    elif len(rows) == 1:
+        out.append(f"Only one setting has a validation result: {rows[0]['setting']} {score(rows[0])}.")
+    for p in params:
+        if p not in ranked.columns:
+            continue
+        best: dict[Any, dict[str, Any]] = {}
+        for row in rows:  # best first, so the first row per value is that value's best setting
+            if row.get(p) is not None:
+                best.setdefault(row[p], row)
+        if len(best) < 2:
+            continue
+        if ranked[p].dtype.is_float() and len(best) > 6:
+            out.append(f"{p} is continuous here ({len(best)} values): see its slice plot in the search section.")
+            continue
+        (vw, w), (vr, r) = list(best.items())[:2]
+        out.append(f"{p}: {p}={fmt_value(vw)}{_others(w, params, p)} wins with {score(w)} over "
+                   f"{p}={fmt_value(vr)}{_others(r, params, p)} {score(r)}; {_verdict(w, r, unit)}.")
+    return out
+
+
+def _best_items(ctx: Ctx) -> list[str]:
+    """The ranking's first setting and its best-scoring trial (whose checkpoint the frames show)."""
+    best, info = winner(ctx.summary), ctx.info
+    if best is None:
+        return []
+    unit = unit_of(info.metric)
+    row = ctx.trials.filter(pl.col("trial") == best["best_trial"]).row(0, named=True)
+    gain = ""
+    if info.metric == "val/psnr" and row["val_psnr_hold"] is not None:
+        gain = f", {best['best_value'] - row['val_psnr_hold']:+.2f} dB over the floor"
+    ckpt = best["best_checkpoint"] or "not kept"
+    return [f"<li><b>Best configuration</b>: {esc(best['setting'])}, {esc(info.metric)} "
+            f"{esc(score_text(best['mean'], best['sd'], best['n'], unit))} (mean ± sd over seeds of {esc(info.scored_by)})</li>",
+            f"<li><b>Best run</b>: trial {esc(best['best_trial_id'])} ({esc(best['setting'])}, seed {esc(best['best_seed'])}): "
+            f"{esc(info.metric)} {esc(score_text(best['best_value'], unit=unit))} at epoch {esc(best['best_epoch'])}{esc(gain)}; "
+            f"checkpoint {esc(ckpt)}</li>"]
+
+
+def _floor_item(ctx: Ctx) -> str:
+    floor = floor_of(ctx)
+    if floor is None:
+        return '<li id="floor"><b>Floor</b>: no validation yet, so val/psnr_hold (repeating frame 0) is unknown.</li>'
+    scored = ctx.trials.filter(pl.col("best_val_psnr").is_not_null())
+    beat = scored.filter(pl.col("best_val_psnr") > pl.col("val_psnr_hold")).height
+    return (f'<li id="floor"><b>Floor</b>: repeating frame 0 scores val/psnr_hold = {floor:.2f} dB on the '
+            f"validation video: the floor a model must beat. {beat} of {scored.height} trials with a validation "
+            "beat it. Every PSNR figure shows it as a dashed line.</li>")
+
+
+def _time_item(ctx: Ctx) -> str:
+    wall, cpu = ctx.trials["wall_s"].drop_nulls(), ctx.trials["cpu_s"].drop_nulls()
+    elapsed = None
+    if {"timestamp", "time_total_s"} <= set(ctx.epochs.columns) and ctx.epochs.height:
+        e = ctx.epochs.select((pl.col("timestamp").max() - (pl.col("timestamp") - pl.col("time_total_s")).min())).item()
+        elapsed = float(e) if e is not None else None
+    return (f"<li><b>Time</b>: {_seconds(float(wall.sum()) if wall.len() else None)} of trial wall time "
+            f"(sum over trials), {_seconds(float(cpu.sum()) if cpu.len() else None)} of CPU time, "
+            f"{_seconds(elapsed)} from the first trial's start to the last report</li>")
+
+
+def summary_section(ctx: Ctx) -> str:
+    """The study's facts, the verdicts and THE ranking's table, then the study file."""
+    t, info = ctx.trials, ctx.info
+    counts = {s: int(n) for s, n in t.group_by("status").len().iter_rows()}
+    status = ", ".join(f"{counts.get(s, 0)} {s.replace('_', ' ')}" for s in
+                       ("completed", "stopped_early", "diverged", "errored", "running"))
+    items = [f"<li><b>Trials</b>: {t.height} ({esc(status)})</li>", *_best_items(ctx), _floor_item(ctx), _time_item(ctx)]
+    sentences = comparisons(ctx.summary, info.searched, unit_of(info.metric))
+    comp = ("<ul class=\"verdicts\">" + "".join(f"<li>{esc(s)}</li>" for s in sentences) + "</ul>") if sentences else \
+        note("No comparison yet: fewer than two settings have a validation result.")
+    desc = f"<p>{esc(info.description)}</p>" if info.description else ""
+    study = (f'<details open><summary>The study file (study.toml)</summary><pre class="study-file">{esc(info.text)}</pre></details>'
+             if info.text else note("No study.toml in this results dir."))
+    return (f"{desc}<ul class=\"facts\">{''.join(items)}</ul><h3>Verdicts</h3>{comp}"
+            f"<h3>The ranking: {esc(info.scored_by)}, mean ± sd over seeds</h3>{_summary_table(ctx.summary, unit_of(info.metric))}"
+            f"<p class=\"small\">Per trial, {esc(info.metric)} at its {esc(info.objective)} epoch ([study] objective); "
+            "every trial with a value counts, stopped-early and diverged ones included (see their counts). A setting "
+            "that lost a seed (a trial that ended without a value) ranks below every setting that lost none. "
+            "sd needs n ≥ 2. best.toml, the verdicts, the frames below and the console read this ranking.</p>" + study)
+
+
+def _summary_table(summary: pl.DataFrame, unit: str = " dB") -> str:
+    if not summary.height:
+        return note("No trials yet.")
+    df = summary.select(
+        pl.col("rank"), pl.col("setting"), pl.col("n"),
+        pl.struct("mean", "sd").map_elements(lambda s: score_text(s["mean"], s["sd"], unit=unit), return_dtype=pl.String)
+        .alias("mean ± sd"),
+        pl.col("min").round(2).alias(f"min{unit}"), pl.col("max").round(2).alias(f"max{unit}"),
+        pl.col("lost").alias("lost seeds"),
+        pl.col("seeds").list.eval(pl.element().cast(pl.String)).list.join(", ").alias("seeds"),
+        pl.concat_str([pl.format(f"{{}} {s.replace('_', ' ')}", pl.col(f"n_{s}")) for s in
+                       ("completed", "stopped_early", "diverged", "errored", "running")], separator=", ").alias("trials"),
+    )
+    return html_table(df, "data summary")
