@@ -97,6 +97,7 @@ def test_state_of_names() -> None:
     assert state_of({"notes.txt"}, False) == "foreign"
 
 
+@pytest.mark.slow  # an S3 server in its own process
 def test_remote_storage_round_trip(s3_server: str, s3_env: dict[str, str], tmp_path: Path) -> None:
     make_bucket(s3_server, "unit")
     store = open_storage(f"s3://unit/studies/?{s3_server}")
@@ -120,6 +121,7 @@ def test_remote_storage_round_trip(s3_server: str, s3_env: dict[str, str], tmp_p
     assert store.names(aside.rsplit("/", 1)[1]) == {"study.toml", "trial_0"}  # copied before the delete
 
 
+@pytest.mark.slow  # an S3 server in its own process
 def test_missing_bucket_is_refused_before_ray(s3_server: str, s3_env: dict[str, str], tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -132,6 +134,7 @@ def test_missing_bucket_is_refused_before_ray(s3_server: str, s3_env: dict[str, 
     assert "pyarrow cannot open nope://x/y" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an S3 server in its own process
 def test_report_of_a_study_on_s3(s3_server: str, s3_env: dict[str, str], tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """`python -m study.report s3://.../<name>` copies the study down, builds, and uploads report.html."""
