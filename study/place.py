@@ -220,5 +220,6 @@ def existing_place(where: str) -> Place:
     return place
 
 
-__all__ = ["BEST", "FINISHED", "OPTUNA_DB", "REPORT", "STUDY_COPY", "TABLES", "TRIAL_ERROR", "TRIAL_PARAMS", "TRIAL_RESULTS", "Place", "PlaceError", "existing_place",
-           "same_study", "state_of", "storage_problem", "study_place"]
+__all__ = ["BEST", "FINISHED", "OPTUNA_DB", "REPORT", "STUDY_COPY", "TABLES", "TRIAL_ERROR", "TRIAL_PARAMS",
+           "TRIAL_RESULTS", "Place", "PlaceError", "existing_place", "same_study", "state_of", "storage_problem",
+           "study_place"]

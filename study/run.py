@@ -70,9 +70,10 @@ def start_ray(address: str | None, cpus_per_trial: float) -> Any:
         ctx = ray.init(address=address)
         where = f"joined the Ray cluster at {address}"
     else:
-        # "local": a new instance even if some `ray start` cluster runs on this machine.
-        ctx = ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=True,
-                       dashboard_host="127.0.0.1")
+        # "local": a new instance even if some `ray start` cluster runs on this machine; the CPUs this
+        # process may use (its affinity, e.g. under taskset), where Ray would count the machine's.
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ctx = ray.init(address="local", num_cpus=usable, include_dashboard=True, dashboard_host="127.0.0.1")
         where = "started a local Ray"
     cpus = ray.cluster_resources().get("CPU", 0)
     if cpus < cpus_per_trial:

@@ -706,5 +706,5 @@ def _iter_points(params: Sequence[Param], values: Mapping[str, Sequence[Any]], i
         yield from _iter_points(params, values, i + 1, {**point, p.name: v})
 
 
-__all__ = ["CPU_METRIC", "FIELD_SECTION", "METRICS", "OBJECTIVES", "Param", "StudyError", "StudySpec", "load_spec", "main_error", "parse_spec", "plain_type",
-           "smoke_spec"]
+__all__ = ["CPU_METRIC", "FIELD_SECTION", "METRICS", "OBJECTIVES", "Param", "StudyError", "StudySpec", "load_spec",
+           "main_error", "parse_spec", "plain_type", "smoke_spec"]

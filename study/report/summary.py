@@ -10,6 +10,7 @@ import polars as pl
 from study.analyze import fmt_value, winner
 from study.report.common import Ctx, esc, floor_of, html_table, note, score_text, unit_of
 
+
 def _seconds(s: float | None) -> str:
     if s is None or not math.isfinite(s):
         return "n/a"
