@@ -15,7 +15,8 @@ without Ray running:
 
 Tables (one row per ...):
     trials   trial: trial_id, trial (dir name), trial_number, setting, seed, status, epochs_run,
-             best/last val/psnr, val/psnr_hold, wall and CPU seconds, node, ..., and every cvae config
+             best/last val/psnr, val/psnr_hold, wall and CPU seconds, gpus (the GPU fraction Ray reserved,
+             0 without) and gpu_s (wall seconds x gpus), node, ..., and every cvae config
              field (a searched one as sampled, null where a conditional one was inactive; the full
              config as JSON in `config`)
     epochs   trial x epoch: every reported metric, plus trial_id, setting, seed
@@ -67,6 +68,7 @@ _INT_METRICS = ("epoch", "training_iteration", "train/sequences", "threads")
 # Ray writes NaN/Infinity as bare tokens (Python's json), which is not JSON and which Polars refuses.
 _NONFINITE = re.compile(rb"(?<=[:,\[])(\s*)(?:-?Infinity|NaN)(?=\s*[,\]}])")
 _RUNNING = ("RUNNING", "PENDING", "PAUSED")
+GPU_RESOURCE = "resources/gpu"  # result key (study.trainable): the fraction of a GPU Ray reserved for the trial
 
 
 @dataclass(frozen=True)
@@ -409,6 +411,7 @@ def _aggregate(epochs: pl.DataFrame) -> pl.DataFrame:
         last("val/ssim").alias("last_val_ssim"),
         agg("time_total_s", "max").alias("wall_s"),
         last("time/cpu_s").alias("cpu_s"),
+        last(GPU_RESOURCE).fill_null(0.0).alias("gpus"),
         agg("train/frames_per_s", "mean").alias("train_frames_per_s"),
         (pl.col("diverged").fill_null(False).any() if "diverged" in epochs.columns else pl.lit(False)).alias("diverged"),
         (pl.col("done").fill_null(False).any() if "done" in epochs.columns else pl.lit(False)).alias("done"),
@@ -416,7 +419,8 @@ def _aggregate(epochs: pl.DataFrame) -> pl.DataFrame:
         last("node_ip", pl.String()).alias("node_ip"),
         (pl.col("timestamp").max() if "timestamp" in epochs.columns else pl.lit(None)).cast(pl.Float64).alias("last_report"),
     ]
-    return epochs.group_by("trial_id").agg(exprs)
+    # GPU-seconds: the trial's wall time x the GPU fraction Ray reserved for it (0 without GPUs)
+    return epochs.group_by("trial_id").agg(exprs).with_columns(gpu_s=pl.col("wall_s") * pl.col("gpus"))
 
 
 def finite(v: Any) -> bool:
@@ -494,7 +498,7 @@ def build_tables(study_dir: str | Path) -> Tables:
     trials = (
         meta.join(_aggregate(raw), on="trial_id", how="left").join(_objectives(raw, info, study_dir), on="trial_id", how="left")
         .with_columns(diverged=pl.col("diverged").fill_null(False), done=pl.col("done").fill_null(False),
-                      epochs_run=pl.col("epochs_run").fill_null(0))
+                      epochs_run=pl.col("epochs_run").fill_null(0), gpus=pl.col("gpus").fill_null(0.0))
         .with_columns(status=_status(finished))
         .sort(["trial_number", "trial"], nulls_last=True)
     )

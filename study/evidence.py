@@ -1,28 +1,56 @@
-"""What a study's numbers support: did its runs learn, which differences are real, and how the lab's
-claims fare against them.
+"""What a study's numbers support: did its runs learn, which differences are real, how the lab's
+claims fare against them, and what the one-step diagnostic says about the best run.
 
 Seeds are the samples. Two settings are compared with Welch's t-test (scipy.stats.ttest_ind with
 unequal variances) on their trials' scores, reported with its p-value and the 95% confidence
 interval of the difference of means; with fewer than two scores on a side there is no spread to test
 ("one seed: no spread"). A setting has learned when its mean margin over the floor (val/psnr_hold,
-repeating frame 0) exceeds the spread of its scores; a study whose settings have not cannot compare
-them, and says so first.
+repeating frame 0) exceeds the spread of its val/psnr; a study whose settings have not cannot
+compare them, and says so first (contract 9).
 
-Inputs are per-trial frames with columns `setting`, `score` (the trial's objective: its metric at
-its best or last epoch), `floor` (its val/psnr_hold) and the study's searched parameters; trials
-with no score (never validated) are left out and counted.
+`trial_scores(tables, info)` is the one per-trial frame everything here reads: `setting`, `score`
+(the trial's objective, exactly as THE ranking scores it: study.analyze.trial_objective), `floor`
+(its val/psnr_hold), `psnr` / `psnr_step` / `psnr_step_hold` at the score's epoch, `trial_id`,
+`status`, `epochs` and the searched parameters. Trials with no score (never validated) are left
+out of every statistic and counted.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import polars as pl
 from scipy import stats
 
+from study.analyze import StudyInfo, Tables
+
 ALPHA = 0.05  # a difference is "clear" when Welch's two-sided p-value is below this
 CLAIM_STATUSES: tuple[str, ...] = ("reproduced", "contradicted", "within noise", "not measured here")
+# The one-step diagnostic's thresholds (dB): a step within NEAR of copying the previous frame carries
+# it forward; a step within NEAR of the rollout adds nothing to it (the previous frame is not used);
+# a rollout more than COMPOUND under its step loses that to its own errors piling up.
+NEAR = 1.0
+COMPOUND = 3.0
+_AT_SCORE = {"val/psnr": "psnr", "val/psnr_step": "psnr_step", "val/psnr_step_hold": "psnr_step_hold"}
+
+
+def trial_scores(tables: Tables, info: StudyInfo) -> pl.DataFrame:
+    """One row per trial: its score as THE ranking has it (the `objective` column study.analyze
+    computes with trial_objective), its floor, its val/psnr and one-step PSNRs at the score's epoch
+    (null where the results predate them), status, epochs and the searched parameters."""
+    t = tables.trials
+    params = [p for p in info.searched if p in t.columns and p != "epochs"]
+    base = t.select("trial_id", "setting", "seed", "status", pl.col("objective").alias("score"),
+                    pl.col("objective_epoch").alias("score_epoch"), pl.col("val_psnr_hold").alias("floor"),
+                    *(["epochs"] if "epochs" in t.columns else []), *params)
+    e = tables.epochs
+    have = [c for c in _AT_SCORE if c in e.columns]
+    if have and {"trial_id", "epoch"} <= set(e.columns):
+        at = e.select(pl.col("trial_id"), pl.col("epoch").alias("score_epoch"),
+                      *(pl.col(c).cast(pl.Float64).alias(_AT_SCORE[c]) for c in have))
+        base = base.join(at, on=["trial_id", "score_epoch"], how="left")
+    return base.with_columns(pl.lit(None, pl.Float64).alias(v) for c, v in _AT_SCORE.items() if v not in base.columns)
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,7 @@ class Test:
     p: float | None  # two-sided p-value; None with fewer than two scores on a side
     low: float | None  # 95% confidence interval of mean_a - mean_b
     high: float | None
+    unit: str = " dB"
 
     @property
     def diff(self) -> float:
@@ -55,28 +84,44 @@ class Test:
     def stats_text(self) -> str:
         if self.p is None:
             return "one seed: no spread" if min(self.n_a, self.n_b) == 1 else "no scores to compare"
-        return (f"Welch's t-test p = {_p(self.p)}, 95% CI of the difference "
-                f"[{self.low:+.2f}, {self.high:+.2f}] dB, n = {self.n_a} vs {self.n_b}")
+        f = (lambda x: f"{x:+.2f}") if self.unit.strip() == "dB" else (lambda x: f"{x:+.3g}")  # noqa: E731
+        return (f"Welch's t-test {p_text(self.p)}, 95% CI of the difference "
+                f"[{f(self.low)}, {f(self.high)}]{self.unit}, n = {self.n_a} vs {self.n_b}")
+
+    def verdict(self) -> str:
+        """The difference in words with the test's figures, e.g. "a clear difference (Welch's ...)"."""
+        if self.clear:
+            return f"a clear difference ({self.stats_text()})"
+        if self.p is None:
+            return f"not testable ({self.stats_text()})"
+        return f"within noise ({self.stats_text()})"
+
+    def swapped(self) -> Test:
+        """The same test of mean(b) - mean(a)."""
+        return Test(self.b, self.a, self.mean_b, self.mean_a, self.n_b, self.n_a, self.p,
+                    None if self.high is None else -self.high, None if self.low is None else -self.low, self.unit)
 
     def sentence(self) -> str:
-        """`a` vs `b` in words, with the test's figures."""
-        d = f"{abs(self.diff):.2f} dB"
+        """`a` vs `b` in words, with the test's figures (a clear winner named first, its interval positive)."""
         if self.clear:
-            win, lose = (self.a, self.b) if self.diff > 0 else (self.b, self.a)
-            return f"{win} beats {lose} by {d} ({self.stats_text()})"
-        if self.p is None:
-            return f"{self.a} vs {self.b}: {self.diff:+.2f} dB, not testable ({self.stats_text()})"
-        return f"{self.a} vs {self.b}: {self.diff:+.2f} dB, within noise ({self.stats_text()})"
+            t = self if self.diff > 0 else self.swapped()
+            return f"{t.a} beats {t.b} by {t.diff:.2f}{t.unit} ({t.stats_text()})"
+        return f"{self.a} vs {self.b}: {self.diff:+.2f}{self.unit}, {self.verdict()}"
 
 
-def _p(p: float) -> str:
-    return f"{p:.2g}" if p >= 1e-3 else "< 0.001"
+def p_text(p: float) -> str:
+    """A p-value as the report prints it: "p = 0.042", "p < 0.001"."""
+    return f"p = {p:.2g}" if p >= 1e-3 else "p < 0.001"
 
 
-def welch(a: Sequence[float], b: Sequence[float], a_name: str = "a", b_name: str = "b") -> Test:
-    """Welch's t-test of two samples' means (NaNs dropped)."""
-    xa = [float(x) for x in a if x is not None and math.isfinite(x)]
-    xb = [float(x) for x in b if x is not None and math.isfinite(x)]
+def _finite(xs: Sequence[float | None]) -> list[float]:
+    return [float(x) for x in xs if x is not None and math.isfinite(x)]
+
+
+def welch(a: Sequence[float | None], b: Sequence[float | None], a_name: str = "a", b_name: str = "b",
+          unit: str = " dB") -> Test:
+    """Welch's t-test of two samples' means (NaNs and nulls dropped)."""
+    xa, xb = _finite(a), _finite(b)
     mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
     p = low = high = None
     if len(xa) >= 2 and len(xb) >= 2:
@@ -87,31 +132,53 @@ def welch(a: Sequence[float], b: Sequence[float], a_name: str = "a", b_name: str
             res = stats.ttest_ind(xa, xb, equal_var=False)
             ci = res.confidence_interval(0.95)
             p, low, high = float(res.pvalue), float(ci.low), float(ci.high)
-    return Test(a_name, b_name, mean(xa), mean(xb), len(xa), len(xb), p, low, high)
+    return Test(a_name, b_name, mean(xa), mean(xb), len(xa), len(xb), p, low, high, unit)
+
+
+def compare(trials: pl.DataFrame, a: str, b: str, unit: str = " dB") -> Test:
+    """Welch's test of two settings' scores (trial_scores rows)."""
+    of = lambda s: trials.filter(pl.col("setting") == s)["score"].to_list()  # noqa: E731
+    return welch(of(a), of(b), a, b, unit)
 
 
 # -- did the runs learn? --------------------------------------------------------------------------
 def scored(trials: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """The trials that have a finite score, and how many were left out (never validated)."""
+    """The trials that have a finite score, and how many ended without one (never validated);
+    running trials without a score yet are neither."""
     ok = trials.filter(pl.col("score").is_not_null() & pl.col("score").is_finite())
-    return ok, trials.height - ok.height
+    rest = trials.filter(~pl.col("trial_id").is_in(ok["trial_id"].implode())) if "trial_id" in trials.columns else \
+        trials.filter(pl.col("score").is_null() | ~pl.col("score").is_finite())
+    if "status" in rest.columns:
+        rest = rest.filter(pl.col("status") != "running")
+    return ok, rest.height
+
+
+def _psnr(trials: pl.DataFrame) -> pl.Expr:
+    # val/psnr at the score's epoch (== score when the study's metric is val/psnr); old frames: score
+    return pl.coalesce("psnr", "score") if "psnr" in trials.columns else pl.col("score")
 
 
 def learning(trials: pl.DataFrame) -> pl.DataFrame:
-    """Per setting: n, mean and sd of the score, the mean floor, the margin over it and `learned`
-    (margin > sd; with one seed, margin > 0 and `one_seed`), best margin first."""
+    """Per setting: n, mean and sd of val/psnr at the score's epoch, the mean floor, the margin over it
+    and `learned` (margin > sd; with one seed, margin > 0 and `one_seed`), best margin first."""
     ok, _ = scored(trials)
-    per = ok.group_by("setting", maintain_order=True).agg(
-        pl.len().alias("n"), pl.col("score").mean().alias("mean"), pl.col("score").std().alias("sd"),
+    per = ok.with_columns(_psnr(ok).alias("_psnr")).filter(pl.col("_psnr").is_finite()).group_by(
+        "setting", maintain_order=True).agg(
+        pl.len().alias("n"), pl.col("_psnr").mean().alias("mean"), pl.col("_psnr").std().alias("sd"),
         pl.col("floor").mean().alias("floor"))
     per = per.with_columns((pl.col("mean") - pl.col("floor")).alias("margin"), (pl.col("n") < 2).alias("one_seed"))
     return per.with_columns(
         pl.when(pl.col("one_seed")).then(pl.col("margin") > 0)
-        .otherwise(pl.col("margin") > pl.col("sd").fill_null(0.0)).alias("learned")
-    ).sort("margin", descending=True)
+        .otherwise(pl.col("margin") > pl.col("sd").fill_null(0.0)).alias("learned").fill_null(False)
+    ).sort("margin", descending=True, nulls_last=True)
 
 
-def learning_sentence(trials: pl.DataFrame, metric: str = "val/psnr") -> str:
+def _names(xs: Sequence[str], most: int = 3) -> str:
+    xs = list(xs)
+    return ", ".join(xs[:most]) + (f" and {len(xs) - most} more" if len(xs) > most else "")
+
+
+def learning_sentence(trials: pl.DataFrame) -> str:
     """The report's first sentence: whether the settings learned enough to be compared."""
     per = learning(trials)
     _, excluded = scored(trials)
@@ -121,17 +188,50 @@ def learning_sentence(trials: pl.DataFrame, metric: str = "val/psnr") -> str:
     floor = per["floor"].mean()
     learned = per.filter(pl.col("learned"))
     if learned.is_empty():
-        return (f"The runs did not learn enough to compare settings: no setting's mean {metric} beats the floor "
-                f"(repeating frame 0, {floor:.2f} dB) by more than its seed spread{left_out}. Raise [train] "
-                f"epochs, or the steps per epoch (more training data: synthetic_train_videos / "
-                f"synthetic_train_frames), or make the data easier, then rerun before reading any comparison.")
-    worst = per["margin"].min()
+        return (f"The runs did not learn enough to compare settings: no setting's mean val/psnr beats the floor "
+                f"(repeating frame 0, {floor:.2f} dB) by more than its seed spread (best margin "
+                f"{per['margin'].max():+.2f} dB){left_out}. Raise [train] epochs, or the steps per epoch ([data] "
+                "synthetic_train_videos / synthetic_train_frames), or make the data easier, then rerun before "
+                "reading any comparison below.")
+    margins = f"margins {per['margin'].min():+.2f} to {per['margin'].max():+.2f} dB"
+    if learned.height == per.height:
+        which = f"All {per.height} settings beat" if per.height > 1 else "The one setting beats"
+        return (f"{which} the floor (repeating frame 0, {floor:.2f} dB) by more than "
+                f"{'their' if per.height > 1 else 'its'} seed spread: {margins}{left_out}.")
+    missed = per.filter(~pl.col("learned"))["setting"].to_list()
     return (f"{learned.height} of {per.height} settings beat the floor (repeating frame 0, {floor:.2f} dB) by more "
-            f"than their seed spread: margins {worst:+.2f} to {per['margin'].max():+.2f} dB{left_out}.")
+            f"than their seed spread ({margins}); {_names(missed)} did not{left_out}: comparisons with "
+            f"{'it' if len(missed) == 1 else 'them'} compare unlearned models.")
 
 
-def studies_learned(trials: pl.DataFrame) -> bool:
+def any_learned(trials: pl.DataFrame) -> bool:
     return bool(learning(trials)["learned"].any()) if trials.height else False
+
+
+def learned_settings(trials: pl.DataFrame) -> set[str]:
+    per = learning(trials)
+    return set(per.filter(pl.col("learned"))["setting"].to_list())
+
+
+# -- the one-step diagnostic ----------------------------------------------------------------------
+def step_diagnosis(rollout: float, floor: float, step: float, step_hold: float) -> str:
+    """What val/psnr_step beside its copy floor says about a model (see cvae.evaluate.validate)."""
+    if step >= step_hold - NEAR:
+        how = ("it carries the previous frame forward: from the true previous frame it predicts as well as "
+               "copying that frame, or better")
+    elif step - rollout >= NEAR:
+        how = (f"it uses the previous frame (its one-step prediction is {step - rollout:.1f} dB above its rollout), "
+               f"though {step_hold - step:.1f} dB under copying it")
+    else:
+        return (f"It paints from the pose alone: given the true previous frame it does no better than its own "
+                f"rollout, {step_hold - step:.1f} dB under simply copying that frame"
+                + (", and still under the floor." if rollout <= floor else ", so its rollout has nothing to compound."))
+    if rollout <= floor:
+        return f"{how[0].upper()}{how[1:]}; its rollout fails by compounding its own errors: it ends under the floor."
+    if step - rollout > COMPOUND:
+        return (f"{how[0].upper()}{how[1:]}; its rollout loses {step - rollout:.1f} dB of that by compounding its own "
+                "errors.")
+    return f"{how[0].upper()}{how[1:]}, and its rollout keeps most of it."
 
 
 # -- the lab's claims -----------------------------------------------------------------------------
@@ -188,9 +288,8 @@ def claim_kl_start(trials: pl.DataFrame, epochs: pl.DataFrame, searched: Sequenc
     none = _scores(df, pl.col("kl_anneal_type") == "None", "first_loss")
     if not annealed or not none:
         return _not_here(q, lab, "no trials of both None and an annealed schedule")
-    t = welch(none, annealed, "None", "annealed")
-    words = (f"first-epoch train/loss: None {t.mean_a:.4g} vs annealed {t.mean_b:.4g}, "
-             f"{'clear' if t.clear else 'within noise'} ({t.stats_text().replace(' dB', '')})")
+    t = welch(none, annealed, "None", "annealed", unit="")
+    words = f"first-epoch train/loss: None {t.mean_a:.4g} vs annealed {t.mean_b:.4g}, {t.verdict()}"
     return Claim(q, lab, words + _pooled(searched, ["kl_anneal_type", "kl_anneal_cycle"]),
                  _verdict(t, expect_a_higher=True))
 
@@ -241,16 +340,21 @@ def claim_best_overall(trials: pl.DataFrame, ranking: pl.DataFrame, searched: Se
 
 
 def claims(trials: pl.DataFrame, epochs: pl.DataFrame, ranking: pl.DataFrame, searched: Sequence[str]) -> list[Claim]:
-    """One row per lab claim: those this study's parameters can test, the others "not measured here"."""
+    """One row per lab claim: those this study's parameters can test, the others "not measured here".
+    The lab's claims are about val/psnr: each trial's at its score's epoch (its score when that is the
+    study's metric), compared with Welch's test."""
     ok, _ = scored(trials)
+    ok = ok.with_columns(_psnr(ok).alias("score"))
     return [claim_tfr(ok, searched), claim_kl_start(ok, epochs, searched), claim_cyclical_monotonic(ok, searched),
             claim_fast_train(ok, searched), claim_best_overall(ok, ranking, searched)]
 
 
 def claims_table(rows: Sequence[Claim]) -> pl.DataFrame:
     return pl.DataFrame([{"question": c.question, "the lab concluded": c.lab, "this study measured": c.measured,
-                          "status": c.status} for c in rows])
+                          "status": c.status} for c in rows],
+                        schema={"question": pl.String, "the lab concluded": pl.String, "this study measured": pl.String,
+                                "status": pl.String})
 
 
-__all__: list[Any] = ["ALPHA", "CLAIM_STATUSES", "Claim", "Test", "claims", "claims_table", "learning",
-                      "learning_sentence", "scored", "studies_learned", "welch"]
+__all__ = ["ALPHA", "CLAIM_STATUSES", "Claim", "Test", "any_learned", "claims", "claims_table", "compare", "learned_settings",
+           "learning", "learning_sentence", "p_text", "scored", "step_diagnosis", "trial_scores", "welch"]

@@ -16,6 +16,11 @@ manifest naming a state.pt that is missing, so loading the model fails as for a 
 `write_objective_study(root, objective)` writes a study whose best-epoch and last-epoch rankings
 differ: Monotonic peaks early then falls (wins by its best epoch), None climbs (wins by its last);
 OBJECTIVE_WINNER says which setting each objective must pick.
+
+`write_scores_study(root, scores, ...)` writes a finished kl study whose trials end on the given
+val/psnr per setting and seed (a known answer for the learning sentence and Welch's verdicts), with,
+optionally, the one-step metrics (val/psnr_step, val/psnr_step_hold) and the GPU fraction Ray
+reserved (resources/gpu) in every result row.
 """
 from __future__ import annotations
 
@@ -167,9 +172,11 @@ def write_fake_study(root: str | Path, name: str = "fake", *, partial: bool = Fa
 
 
 def _write_trial(d: Path, config: dict[str, Any], params: dict[str, Any], tid: str, n: int, seed: int, fate: str,
-                 epochs: int, psnr_at: Callable[[int], float], keep: str = "newest") -> None:
+                 epochs: int, psnr_at: Callable[[int], float], keep: str = "newest", floor: float = HOLD,
+                 extra: Callable[[float], dict[str, Any]] | None = None) -> None:
     """One trial's files; Ray keeps two checkpoints: the newest two, or (keep="best") the best two by
-    val/psnr and the newest, as Tune's CheckpointConfig does for each [study] objective."""
+    val/psnr and the newest, as Tune's CheckpointConfig does for each [study] objective. `extra(psnr)`
+    adds keys to every validated row."""
     t = config["train"]
     fast = params.get("fast_train_epoch", 0)
     rows: list[dict[str, Any]] = []
@@ -189,8 +196,8 @@ def _write_trial(d: Path, config: dict[str, Any], params: dict[str, Any], tid: s
             "train/frames_per_s": 20.0 + seed, "threads": 1, "diverged": diverged,
         }
         if not diverged:
-            row.update({"val/psnr": psnr, "val/psnr_hold": HOLD, "val/psnr_min": psnr - 2.0, "val/ssim": 0.5 + 0.01 * e,
-                        "val/frames_per_s": 50.0, "time/val_s": 0.2})
+            row.update({"val/psnr": psnr, "val/psnr_hold": floor, "val/psnr_min": psnr - 2.0, "val/ssim": 0.5 + 0.01 * e,
+                        "val/frames_per_s": 50.0, "time/val_s": 0.2, **(extra(psnr) if extra else {})})
             if psnr > best:
                 best, best_epoch, best_curve = psnr, e, _curves(psnr)[0]
         row.update({"val/best_psnr": best, "time/epoch_s": 10.0 + n, "time/cpu_s": 0.9 * total})
@@ -224,14 +231,14 @@ def _write_trial(d: Path, config: dict[str, Any], params: dict[str, Any], tid: s
                                      '  File "trainable.py", line 1, in train_cvae\nRuntimeError: simulated crash\n')
 
 
-OBJECTIVE_STUDY = """\
-# fake: best-epoch and last-epoch rankings disagree
+KL_STUDY = """\
+# fake: {what}
 [study]
 name = "{name}"
 metric = "val/psnr"
 mode = "max"
 objective = "{objective}"
-seeds = [0, 1]
+seeds = {seeds}
 
 [search]
 sampler = "grid"
@@ -241,31 +248,58 @@ sampler = "grid"
 epochs = {epochs}
 
 [space.kl_anneal_type]
-choices = ["Monotonic", "None"]
+choices = {choices}
 """
 # Monotonic peaks at epoch 1 then falls; None climbs: by the best epoch Monotonic wins, by the last None.
 CURVES = {"Monotonic": (22.0, 25.0, 23.0, 21.0, 20.0, 19.5), "None": (20.0, 21.0, 22.0, 22.5, 23.0, 23.5)}
 OBJECTIVE_WINNER = {"best": "kl_anneal_type=Monotonic", "last": "kl_anneal_type=None"}
 
 
-def write_objective_study(root: str | Path, objective: str, name: str = "objective") -> Path:
-    """A finished study of 2 settings x 2 seeds whose rankings by best and by last epoch differ."""
+def _write_kl_study(root: str | Path, name: str, what: str, curves: dict[str, list[Callable[[int], float]]],
+                    objective: str = "best", **trial: Any) -> Path:
+    """A finished study over kl_anneal_type: curves[kind][seed](epoch) is that trial's val/psnr;
+    `trial` goes to _write_trial (keep, floor, extra)."""
     out = Path(root) / name
     out.mkdir(parents=True)
-    (out / "study.toml").write_text(OBJECTIVE_STUDY.format(name=name, objective=objective, tiny=TINY.format(val=VAL_FRAMES),
-                                                                  epochs=EPOCHS))
+    seeds = list(range(max(len(v) for v in curves.values())))
+    (out / "study.toml").write_text(KL_STUDY.format(what=what, name=name, objective=objective, seeds=seeds,
+                                                    choices=json.dumps(list(curves)), tiny=TINY.format(val=VAL_FRAMES),
+                                                    epochs=EPOCHS))
     spec = load_spec(out / "study.toml")
     n = 0
-    for kl, curve in CURVES.items():
-        for seed in (0, 1):
+    for kl, per_seed in curves.items():
+        for seed, psnr_at in enumerate(per_seed):
             n += 1
             params = {"kl_anneal_type": kl, "seed": seed}
             tid = hashlib.sha1(f"{name}-{n}".encode()).hexdigest()[:8]
             d = out / f"train_cvae_{tid}_{n}_kl_anneal_type={kl},seed={seed}_2026-01-01_00-00-00"
             d.mkdir()
             (d / "params.json").write_text(json.dumps(params))
-            _write_trial(d, spec.config_for(params).to_dict(), params, tid, n, seed, "completed", EPOCHS,
-                         lambda e, curve=curve, seed=seed: curve[e] + 0.1 * seed,
-                         keep="best" if objective == "best" else "newest")
+            _write_trial(d, spec.config_for(params).to_dict(), params, tid, n, seed, "completed", EPOCHS, psnr_at, **trial)
     (out / "finished.json").write_text(json.dumps({"finished": True}))
     return out
+
+
+def write_objective_study(root: str | Path, objective: str, name: str = "objective") -> Path:
+    """A finished study of 2 settings x 2 seeds whose rankings by best and by last epoch differ."""
+    curves = {kl: [lambda e, c=c, seed=seed: c[e] + 0.1 * seed for seed in (0, 1)] for kl, c in CURVES.items()}
+    return _write_kl_study(root, name, "best-epoch and last-epoch rankings disagree", curves, objective,
+                           keep="best" if objective == "best" else "newest")
+
+
+def write_scores_study(root: str | Path, scores: dict[str, list[float]], name: str = "scores", *, hold: float = HOLD,
+                       step: tuple[float, float] | None = None, gpu: float | None = None) -> Path:
+    """A finished study over kl_anneal_type whose trial of setting k, seed i climbs to scores[k][i] at its
+    last epoch; the floor is `hold`. step=(above, copy): val/psnr_step = val/psnr + above and
+    val/psnr_step_hold = copy in every row; gpu: resources/gpu in every row."""
+
+    def extra(psnr: float) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        if step is not None:
+            row.update({"val/psnr_step": psnr + step[0], "val/psnr_step_hold": step[1]})
+        if gpu is not None:
+            row["resources/gpu"] = gpu
+        return row
+
+    curves = {kl: [lambda e, last=last: last - 0.5 * (EPOCHS - 1 - e) for last in v] for kl, v in scores.items()}
+    return _write_kl_study(root, name, "every trial ends on a given val/psnr", curves, floor=hold, extra=extra)

@@ -5,8 +5,10 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from fake_results import write_fake_study
 from study import evidence
-from study.evidence import claims, learning, learning_sentence, welch
+from study.analyze import analyze, ranking, read_study
+from study.evidence import claims, learned_settings, learning, learning_sentence, step_diagnosis, trial_scores, welch
 
 
 def trials(rows: list[tuple[str, float, float]], **params: list) -> pl.DataFrame:
@@ -21,7 +23,7 @@ def test_welch_on_a_clear_winner_a_tie_and_one_seed() -> None:
     assert clear.clear and clear.diff == pytest.approx(4.9667, abs=1e-3)
     ref = stats.ttest_ind([25.0, 25.2, 24.9], [20.1, 19.8, 20.3], equal_var=False)
     assert clear.p == pytest.approx(ref.pvalue) and clear.low < clear.diff < clear.high
-    assert clear.sentence().startswith("A beats B by 4.97 dB (Welch's t-test p = ")
+    assert clear.sentence().startswith("A beats B by 4.97 dB (Welch's t-test p < 0.001, 95% CI of the difference [+4.45, +5.48] dB")
     tie = welch([25.0, 27.0, 23.0], [24.0, 26.5, 25.0], "A", "B")
     assert not tie.clear and tie.p > 0.5 and "within noise" in tie.sentence() and tie.low < 0 < tie.high
     one = welch([25.0], [20.0, 21.0], "A", "B")
@@ -40,9 +42,48 @@ def test_the_summary_says_first_when_nothing_learned() -> None:
     clear = trials([("None", 29.5, floor), ("None", 30.1, floor), ("None", 29.8, floor),
                     ("Monotonic", 27.0, floor), ("Monotonic", 28.2, floor), ("Monotonic", 27.5, floor)])
     s = learning_sentence(clear)
-    assert not s.startswith("The runs did not learn") and s.startswith("2 of 2 settings beat the floor")
+    assert not s.startswith("The runs did not learn") and s.startswith("All 2 settings beat the floor")
     per = learning(clear)
     assert per["setting"].to_list() == ["None", "Monotonic"] and per["learned"].all()
+    some = trials([("None", 29.5, floor), ("None", 30.1, floor), ("Monotonic", 19.0, floor), ("Monotonic", 19.9, floor)])
+    s = learning_sentence(some)
+    assert s.startswith("1 of 2 settings beat the floor") and "Monotonic did not" in s and "unlearned" in s
+    assert learned_settings(some) == {"None"}
+    # a running trial without a score yet is no trial that "never validated"
+    running = flat.with_columns(status=pl.when(pl.col("score").is_null()).then(pl.lit("running"))
+                                .otherwise(pl.lit("completed")))
+    assert "left out" not in learning_sentence(running)
+    assert learning_sentence(flat.head(0)).startswith("No trial has validated yet")
+
+
+def test_the_step_diagnosis() -> None:
+    floor, copy = 19.9, 36.1
+    assert step_diagnosis(33.1, floor, 33.1, copy).startswith("It paints from the pose alone")
+    assert "nothing to compound" in step_diagnosis(33.1, floor, 33.1, copy)
+    assert "still under the floor" in step_diagnosis(18.5, floor, 18.6, copy)
+    assert step_diagnosis(30.0, floor, 35.5, copy).startswith("It carries the previous frame forward")
+    assert "loses 5.5 dB of that by compounding" in step_diagnosis(30.0, floor, 35.5, copy)
+    assert "fails by compounding its own errors: it ends under the floor" in step_diagnosis(16.1, floor, 30.0, copy)
+    assert step_diagnosis(28.0, floor, 30.0, copy).startswith("It uses the previous frame")
+    assert "keeps most of it" in step_diagnosis(34.0, floor, 35.5, copy)
+
+
+def test_trial_scores_score_trials_as_the_ranking_does(tmp_path) -> None:
+    study = write_fake_study(tmp_path)
+    tables, info = analyze(study), read_study(study)
+    scores = trial_scores(tables, info)
+    assert scores.height == tables.trials.height
+    both = scores.join(tables.trials.select("trial_id", "objective", "val_psnr_hold"), on="trial_id")
+    assert both["score"].to_list() == both["objective"].to_list()  # one way of scoring a trial
+    assert both["floor"].to_list() == both["val_psnr_hold"].to_list()
+    assert scores.filter(pl.col("score").is_not_null())["psnr"].to_list() == \
+        scores.filter(pl.col("score").is_not_null())["score"].to_list()
+    assert scores["psnr_step"].null_count() == scores.height  # results made before the one-step metrics
+    assert {"kl_anneal_type", "kl_anneal_cycle", "epochs", "status"} <= set(scores.columns)
+    # the ranking's means are the means of these scores
+    rank = ranking(tables, info)
+    means = scores.group_by("setting").agg(pl.col("score").mean())
+    assert dict(means.iter_rows()) == pytest.approx(dict(rank.select("setting", "mean").iter_rows()))
 
 
 def test_claims_are_computed_from_the_tables_one_row_each() -> None:
@@ -66,7 +107,8 @@ def test_claims_are_computed_from_the_tables_one_row_each() -> None:
                  tfr=[0.0] * 3 + [1.0] * 3)
     c = {c.question: c for c in claims(tfr, pl.DataFrame(), pl.DataFrame({"setting": ["tfr=1.0"]}), ["tfr"])}
     assert c["Does teacher forcing help?"].status == "contradicted"
-    assert "tfr 1.0 beats tfr 0.0" in c["Does teacher forcing help?"].measured
+    assert "tfr 1.0 beats tfr 0.0 by 4.00 dB (Welch's t-test p < 0.001, 95% CI of the difference [+3.26, +4.74] dB" in \
+        c["Does teacher forcing help?"].measured  # the winner first, its interval positive
     assert c["Which KL annealing? (training loss)"].status == "not measured here"
 
     fast = trials([("f0", 25.0, floor), ("f0", 26.0, floor), ("f20", 25.5, floor), ("f20", 25.6, floor)],

@@ -1,6 +1,7 @@
 """study.report: the HTML report has every section and figure, the floor everywhere, and needs no network."""
 from __future__ import annotations
 
+import html
 import re
 import shutil
 from html.parser import HTMLParser
@@ -9,10 +10,13 @@ from pathlib import Path
 import optuna
 import polars as pl
 import pytest
-from fake_results import write_fake_study
+from scipy import stats
+from fake_results import write_fake_study, write_scores_study
 from smoke_study import smoke_results  # noqa: F401 - the session fixture
 
 from study.analyze import StudyInfo, Tables, analyze, ranking
+from study.evidence import CLAIM_STATUSES, p_text
+from study.report.figures import STEP_FLOOR
 from study.spec import Param
 from study.report import FLOOR, SECTIONS, build_report, comparisons, main, optuna_study
 
@@ -140,12 +144,16 @@ def test_summary(fake: Path) -> None:
     assert '<pre class="study-file">' in summary and "[space.kl_anneal_cycle]" in summary
     assert "9 (6 completed, 1 stopped early, 1 diverged, 1 errored, 0 running)" in summary
     assert "Best configuration</b>: kl_anneal_type=Cyclical, kl_anneal_cycle=4" in summary
-    assert ("kl_anneal_type: kl_anneal_type=Cyclical (kl_anneal_cycle=4) wins with 22.78 ± 0.57 dB (n=3) over "
-            "kl_anneal_type=None 21.66 ± 0.14 dB (n=3); the gap (1.12 dB) exceeds the seed-to-seed spread") in summary
-    assert ("kl_anneal_cycle: kl_anneal_cycle=4 (kl_anneal_type=Cyclical) wins with 22.78 ± 0.57 dB (n=3) over "
-            "kl_anneal_cycle=2 (kl_anneal_type=Cyclical) 22.36 ± 0.43 dB (n=3); the gap (0.42 dB) is within") in summary
+    assert ("kl_anneal_type: kl_anneal_type=Cyclical (kl_anneal_cycle=4) ranks first with 22.78 ± 0.57 dB (n=3), ahead "
+            "of kl_anneal_type=None 21.66 ± 0.14 dB (n=3); 1.12 dB apart: within noise (Welch&#x27;s t-test p = 0.069, "
+            "95% CI of the difference [-0.19, +2.43] dB, n = 3 vs 3)") in summary
+    assert ("kl_anneal_cycle: kl_anneal_cycle=4 (kl_anneal_type=Cyclical) ranks first with 22.78 ± 0.57 dB (n=3), ahead "
+            "of kl_anneal_cycle=2 (kl_anneal_type=Cyclical) 22.36 ± 0.43 dB (n=3); 0.42 dB apart: within noise") in summary
     assert "22.78 ± 0.57 dB" in summary.split('<table class="data summary">')[1]
-    assert "11.2 min of trial wall time" in summary and "10.1 min of CPU time" in summary
+    assert "11.2 min of trial wall time" in summary and "10.1 min of CPU time" in summary and "no GPU" in summary
+    # the first sentence says whether the settings learned; the stand-in's do (+2.7 to +3.8 dB, sd < 0.6)
+    assert _first_text(summary).startswith("All 3 settings beat the floor (repeating frame 0, 19.00 dB)")
+    assert 'id="step"' in summary and "not in these results" in summary  # made before val/psnr_step
 
 
 def _ranked(trials: pl.DataFrame) -> pl.DataFrame:
@@ -162,12 +170,117 @@ def test_comparison_sentences() -> None:
     trials = pl.DataFrame({
         "setting": ["a=1"] * 2 + ["a=2"] * 2 + ["a=3"], "a": [1, 1, 2, 2, 3], "seed": [0, 1, 0, 1, 0],
         "objective": [20.0, 20.2, 21.0, 21.2, 25.0], "status": ["completed"] * 5})
-    out = comparisons(_ranked(trials), ["a"])
-    assert out[0].startswith("Overall: a=3 wins with 25.00 dB (n=1) over the runner-up a=2 21.10 ± 0.14 dB (n=2)")
-    assert "cannot be judged against the seed-to-seed spread (a single seed)" in out[0]
-    out = comparisons(_ranked(trials.filter(pl.col("a") < 3)), ["a"])
-    assert "the gap (1.00 dB) exceeds the seed-to-seed spread (sd 0.14 + 0.14 dB)" in out[0]
-    assert comparisons(_ranked(trials.head(0)), ["a"]) == []
+    scores = trials.select("setting", "a", "status", score="objective", floor=pl.lit(19.0),
+                           trial_id=pl.format("t{}", pl.int_range(pl.len())))
+    out = comparisons(_ranked(trials), scores, ["a"])
+    assert out[0].startswith("Overall: a=3 ranks first with 25.00 dB (n=1), ahead of the runner-up a=2 21.10 ± 0.14 dB (n=2)")
+    assert "3.90 dB apart: not testable (one seed: no spread)" in out[0]
+    out = comparisons(_ranked(trials.filter(pl.col("a") < 3)), scores, ["a"])
+    assert "1.00 dB apart: a clear difference (Welch's t-test p = " in out[0] and "n = 2 vs 2" in out[0]
+    assert "unlearned" not in out[0]
+    out = comparisons(_ranked(trials.filter(pl.col("a") < 3)), scores.with_columns(floor=pl.lit(24.0)), ["a"])
+    assert out[0].endswith("neither beats the floor by more than its spread, so this compares unlearned models.")
+    assert comparisons(_ranked(trials.head(0)), scores.head(0), ["a"]) == []
+
+
+def _summary(path: Path) -> str:
+    return build_report(path).read_text().split('<section id="summary">')[1].split("</section>")[0]
+
+
+def _first_text(section: str) -> str:
+    """The section's first sentence, after its heading."""
+    body = section.split("</h2>")[1]
+    assert body.startswith('<p class="lead" id="learning">'), body[:200]
+    return html.unescape(re.sub(r"<[^>]+>", "", body.split("</p>")[0]))
+
+
+FLAT = {"None": [19.3, 18.8, 19.2], "Monotonic": [19.1, 18.7, 19.4]}  # within noise of the floor (19.0)
+CLEAR = {"None": [30.0, 30.2, 29.9], "Monotonic": [25.1, 25.3, 24.9]}
+
+
+def test_the_first_sentence_says_whether_the_runs_learned(tmp_path: Path) -> None:
+    flat = _summary(write_scores_study(tmp_path, FLAT, "flat"))
+    first = _first_text(flat)
+    assert first.startswith("The runs did not learn enough to compare settings: no setting's mean val/psnr beats the "
+                            "floor (repeating frame 0, 19.00 dB) by more than its seed spread")
+    assert "Raise [train] epochs" in first
+    assert "so this compares unlearned models." in flat.split('<ul class="verdicts">')[1]
+    assert "these rows compare unlearned models" in flat.split('id="claims"')[1]
+    clear = _summary(write_scores_study(tmp_path, CLEAR, "clear"))
+    assert _first_text(clear).startswith("All 2 settings beat the floor (repeating frame 0, 19.00 dB) by more than "
+                                         "their seed spread: margins +6.10 to +11.03 dB")
+    assert "did not learn" not in clear and "unlearned" not in clear
+
+
+@pytest.mark.parametrize("scores, verdict", [
+    (CLEAR, "4.93 dB apart: a clear difference (Welch's t-test {p}, 95% CI of the difference [+4.52, +5.35] dB"),
+    ({"None": [25.0, 27.0, 23.0], "Monotonic": [24.0, 26.5, 25.0]}, "0.17 dB apart: within noise (Welch's t-test {p}"),
+    ({"None": [30.0], "Monotonic": [25.0]}, "5.00 dB apart: not testable (one seed: no spread)"),
+], ids=["clear-winner", "tie", "one-seed"])
+def test_verdicts_state_welchs_test(tmp_path: Path, scores: dict[str, list[float]], verdict: str) -> None:
+    summary = html.unescape(_summary(write_scores_study(tmp_path, scores)))
+    win, lose = sorted(scores, key=lambda k: -sum(scores[k]) / len(scores[k]))
+    p = stats.ttest_ind(scores[win], scores[lose], equal_var=False).pvalue if len(scores[win]) > 1 else None
+    expected = verdict.format(p=p_text(p) if p is not None else "")
+    overall = summary.split('<ul class="verdicts">')[1].split("</li>")[0]
+    assert f"Overall: kl_anneal_type={win} ranks first" in overall and expected in overall, overall
+
+
+def _claims_rows(summary: str) -> list[list[str]]:
+    table = summary.split('<table class="data claims">')[1].split("</table>")[0]
+    return [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)] for row in table.split("<tr>")[2:]]
+
+
+def test_the_lab_claims_beside_the_evidence(tmp_path: Path, fake: Path) -> None:
+    # a kl study: None clearly best, Cyclical about Monotonic
+    study = write_scores_study(tmp_path, {"None": [30.0, 30.2, 29.9], "Cyclical": [25.1, 25.5, 24.9],
+                                          "Monotonic": [25.3, 25.0, 25.2]})
+    rows = {r[0]: r for r in _claims_rows(_summary(study))}
+    assert list(rows) == ["Does teacher forcing help?", "Which KL annealing? (training loss)",
+                          "Which KL annealing? (val/psnr)", "Does fast train help?", "Best overall"]
+    assert all(len(r) == 4 and r[3] in CLAIM_STATUSES for r in rows.values())
+    assert rows["Which KL annealing? (val/psnr)"][3] == "reproduced"
+    assert "Cyclical vs Monotonic: " in rows["Which KL annealing? (val/psnr)"][2]
+    assert "dB, within noise (Welch's t-test p = 1, 95% CI" in rows["Which KL annealing? (val/psnr)"][2]
+    assert rows["Which KL annealing? (training loss)"][3] == "within noise"  # the stand-ins' losses do not differ
+    for q in ("Does teacher forcing help?", "Does fast train help?", "Best overall"):
+        assert rows[q][3] == "not measured here"
+    # every report has it, the hand-made study too (Cyclical and None: no Monotonic to compare with)
+    rows = {r[0]: r for r in _claims_rows(_summary(fake))}
+    assert len(rows) == 5 and rows["Which KL annealing? (val/psnr)"][3] == "not measured here"
+
+
+def test_the_one_step_diagnostic(tmp_path: Path) -> None:
+    study = write_scores_study(tmp_path, CLEAR, step=(0.1, 36.0))
+    text = build_report(study).read_text()
+    summary = html.unescape(text.split('<section id="summary">')[1].split("</section>")[0])
+    item = summary.split('<li id="step">')[1].split("</li>")[0]
+    assert ("(best run, epoch 5): from the true previous frame it predicts at val/psnr_step = 30.30 dB; copying that "
+            "frame scores val/psnr_step_hold = 36.00 dB. Its rollout scores val/psnr = 30.20 dB against the floor "
+            "19.00 dB. It paints from the pose alone") in item
+    val = figure_chunks(text)["fig-val-psnr"]
+    assert "kl_anneal_type=None: one step" in val and STEP_FLOOR in val and "Dotted: val/psnr_step" in val
+    carry = html.unescape(_summary(write_scores_study(tmp_path, CLEAR, "carry", step=(5.5, 36.0))))
+    assert "It carries the previous frame forward" in carry and "loses 5.5 dB of that by compounding" in carry
+    # results made before the one-step metrics: the report still builds, without them
+    old = figure_chunks(build_report(write_scores_study(tmp_path, CLEAR, "old")).read_text())["fig-val-psnr"]
+    assert "one step" not in old and STEP_FLOOR not in old
+
+
+def test_gpu_seconds_beside_cpu_seconds(tmp_path: Path) -> None:
+    study = write_scores_study(tmp_path, CLEAR, gpu=0.5)
+    tables = analyze(study)
+    t = tables.trials
+    assert t["gpus"].to_list() == [0.5] * 6
+    assert t["gpu_s"].to_list() == pytest.approx((t["wall_s"] * 0.5).to_list())
+    text = build_report(study).read_text()
+    cost = text.split('<li id="cost">')[1].split("</li>")[0]
+    total = float(t["gpu_s"].sum())
+    assert f"{total / 60:.1f} min of GPU time (GPU-seconds" in cost, cost
+    trials = text.split('<section id="trials">')[1]
+    assert "<th>GPU (s)</th>" in trials and f"<td>{t['gpu_s'][0]:.1f}</td>" in trials
+    none = analyze(write_scores_study(tmp_path, CLEAR, "cpu")).trials
+    assert none["gpus"].to_list() == [0.0] * 6 and none["gpu_s"].sum() == 0
 
 
 def test_fast_train_comparison(tmp_path: Path) -> None:

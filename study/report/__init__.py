@@ -6,7 +6,7 @@ optuna.db and the best run's checkpoint), so it can be rebuilt at any time for a
 or resumed study. One module per part of the page:
 
     page.py      the page: its sections in order, every trial's table, the CSS; build_report
-    summary.py   the study's facts, the best configuration and run, the verdicts, the ranking table
+    summary.py   did the runs learn (first), the study's facts, the verdicts, the lab's claims, the ranking
     figures.py   the lab's comparison figures (teacher forcing, beta, loss, PSNR, fast train)
     search.py    the search's own views (optuna.visualization)
     frames.py    predicted vs true frames of the best run, rerun from its checkpoint (cvae.evaluate)

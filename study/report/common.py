@@ -15,6 +15,7 @@ import polars as pl
 from plotly.colors import qualitative
 
 from study.analyze import StudyInfo, Tables, ranking, read_study
+from study.evidence import trial_scores
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Ctx:
     tables: Tables
     summary: pl.DataFrame  # THE ranking of the settings (study.analyze.ranking), best first
     colors: dict[str, str]  # setting -> colour, the same in every figure
+    scores: pl.DataFrame  # one row per trial, scored as the ranking scores it (study.evidence.trial_scores)
 
     @property
     def trials(self) -> pl.DataFrame:
@@ -95,7 +97,8 @@ def context(study_dir: Path, tables: Tables) -> Ctx:
     info = read_study(study_dir)
     summary = ranking(tables, info)
     ranked = list(summary["setting"]) if summary.height else []
-    return Ctx(study_dir, info, tables, summary, {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(ranked)})
+    return Ctx(study_dir, info, tables, summary, {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(ranked)},
+               trial_scores(tables, info))
 
 
 def floor_of(ctx: Ctx) -> float | None:

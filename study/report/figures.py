@@ -154,16 +154,37 @@ def _fig_loss(ctx: Ctx) -> Figure | None:
                    "A diverged epoch (NaN loss) leaves a gap.")
 
 
+STEP_FLOOR = "copy the previous frame (step floor)"  # the legend name of val/psnr_step_hold
+
+
 def _fig_val(ctx: Ctx) -> Figure | None:
     fig = _setting_curves(ctx, "val/psnr", "val/psnr (dB)")
     if fig is None:
         return None
-    hold = _per_epoch(ctx.epochs.with_columns(pl.lit("all").alias("_all")), "_all", "val/psnr_hold")
+    everyone = ctx.epochs.with_columns(pl.lit("all").alias("_all"))
+    hold = _per_epoch(everyone, "_all", "val/psnr_hold")
     if hold.height:
         floor_line(fig, hold["epoch"].to_list(), hold["mean"].to_list())
-    return Figure("fig-val-psnr", "Validation PSNR per epoch", fig,
-                   "val/psnr: mean PSNR over the autoregressive rollout of the validation video; mean over seeds with "
-                   "min-max band. Dashed: repeating frame 0, the floor.")
+    # the one-step diagnostic (results made before it have no such columns: nothing drawn)
+    step = _per_epoch(ctx.epochs, "setting", "val/psnr_step")
+    for s in ctx.order(step["setting"].to_list()) if step.height else []:
+        g = step.filter(pl.col("setting") == s)
+        fig.add_trace(go.Scatter(x=g["epoch"].to_list(), y=g["mean"].to_list(), mode="lines", name=f"{s}: one step",
+                                 legendgroup=s, line={"color": ctx.colors.get(s, "#888888"), "dash": "dot"},
+                                 hovertemplate=f"{esc(s)}<br>epoch %{{x}}<br>val/psnr_step %{{y:.2f}} dB "
+                                               "(mean over seeds)<extra></extra>"))
+    copy = _per_epoch(everyone, "_all", "val/psnr_step_hold")
+    if copy.height:
+        fig.add_trace(go.Scatter(x=copy["epoch"].to_list(), y=copy["mean"].to_list(), mode="lines", name=STEP_FLOOR,
+                                 line={"color": "#999", "dash": "dashdot", "width": 2},
+                                 hovertemplate=f"{STEP_FLOOR}<br>%{{y:.2f}} dB<extra></extra>"))
+    caption = ("val/psnr: mean PSNR over the autoregressive rollout of the validation video; mean over seeds with "
+               "min-max band. Dashed: repeating frame 0, the floor.")
+    if step.height:
+        caption += (" Dotted: val/psnr_step, the one-step prediction from the true previous frame; dash-dot: copying "
+                    "that frame. A step near its copy line carries the previous frame forward; a step on its rollout "
+                    "paints from the pose alone; a good step over a poor rollout fails by compounding its own errors.")
+    return Figure("fig-val-psnr", "Validation PSNR per epoch", fig, caption)
 
 
 def _fig_frames_psnr(ctx: Ctx) -> Figure | None:

@@ -42,6 +42,8 @@ def trials_section(ctx: Ctx) -> str:
         pl.col("last_val_psnr").round(2).alias("last val/psnr (dB)"),
         pl.col("val_psnr_hold").round(2).alias("floor (dB)"),
         pl.col("wall_s").round(0).alias("wall (s)"), pl.col("cpu_s").round(0).alias("CPU (s)"),
+        # GPU-seconds (wall x the GPU fraction Ray reserved); tables built before the column: none
+        (pl.col("gpu_s").round(0) if "gpu_s" in t.columns else pl.lit(0.0)).alias("GPU (s)"),
         pl.col("train_frames_per_s").round(1).alias("train frames/s"),
         pl.coalesce("hostname", "node_ip").alias("node"), pl.col("error").alias("error"),
     )
@@ -69,6 +71,8 @@ table.strip tbody th{width:6rem}
 img{image-rendering:pixelated}
 pre.study-file{background:#f6f8fa;padding:.8rem;overflow-x:auto;font-size:.85rem}
 ul.verdicts li{margin:.3rem 0}
+p.lead{font-size:1.1rem;font-weight:600;background:#eef2ff;border-left:4px solid #4338ca;padding:.6rem .9rem}
+table.claims td{white-space:normal;min-width:9rem;vertical-align:top}
 """
 
 

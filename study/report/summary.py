@@ -1,5 +1,7 @@
-"""The report's summary: the study's facts, THE ranking's best configuration and best run, the floor,
-the verdicts (one sentence per comparison) and the ranking table."""
+"""The report's summary: first whether the runs learned (study.evidence), then the study's facts (THE
+ranking's best configuration and best run, its one-step diagnostic, the floor, the cost in CPU- and
+GPU-seconds), the verdicts (one sentence per comparison, with Welch's t-test), the lab's claims beside
+the evidence, and the ranking table."""
 from __future__ import annotations
 
 import math
@@ -7,6 +9,7 @@ from typing import Any, Sequence
 
 import polars as pl
 
+from study import evidence
 from study.analyze import fmt_value, winner
 from study.report.common import Ctx, esc, floor_of, html_table, note, score_text, unit_of
 
@@ -21,35 +24,34 @@ def _seconds(s: float | None) -> str:
     return f"{s / 3600:.2f} h"
 
 
-def _verdict(w: dict[str, Any], r: dict[str, Any], unit: str) -> str:
-    gap = abs(w["mean"] - r["mean"])
-    if w["n"] < 2 or r["n"] < 2 or w["sd"] is None or r["sd"] is None:
-        return f"the gap ({gap:.2f}{unit}) cannot be judged against the seed-to-seed spread (a single seed)"
-    spread = w["sd"] + r["sd"]
-    if gap > spread:
-        return f"the gap ({gap:.2f}{unit}) exceeds the seed-to-seed spread (sd {w['sd']:.2f} + {r['sd']:.2f}{unit})"
-    return (f"the gap ({gap:.2f}{unit}) is within the seed-to-seed spread (sd {w['sd']:.2f} + {r['sd']:.2f}{unit}): "
-            "not a clear difference")
-
-
 def _others(row: dict[str, Any], params: Sequence[str], skip: str) -> str:
     rest = [f"{p}={fmt_value(row[p])}" for p in params if p != skip and row.get(p) is not None]
     return f" ({', '.join(rest)})" if rest else ""
 
 
-def comparisons(ranked: pl.DataFrame, params: Sequence[str], unit: str = " dB") -> list[str]:
+def comparisons(ranked: pl.DataFrame, trials: pl.DataFrame, params: Sequence[str], unit: str = " dB") -> list[str]:
     """One plain sentence per comparison, from THE ranking (study.analyze.ranking): overall, then per
-    searched parameter (its best-ranked setting per value)."""
+    searched parameter (its best-ranked setting per value). Each states Welch's t-test of the two
+    settings' trial scores (`trials`: study.evidence.trial_scores), seeds as samples, and says so when
+    both settings compare unlearned models (neither beats the floor by more than its spread)."""
     rows = [r for r in ranked.iter_rows(named=True) if r["mean"] is not None]
+    learned = evidence.learned_settings(trials)
 
     def score(row: dict[str, Any]) -> str:
         return score_text(row["mean"], row["sd"], row["n"], unit)
 
+    def verdict(w: dict[str, Any], r: dict[str, Any]) -> str:
+        t = evidence.compare(trials, w["setting"], r["setting"], unit)
+        text = f"{abs(w['mean'] - r['mean']):.2f}{unit} apart: {t.verdict()}"
+        if w["setting"] not in learned and r["setting"] not in learned:
+            text += "; neither beats the floor by more than its spread, so this compares unlearned models"
+        return text
+
     out: list[str] = []
     if len(rows) >= 2:
         w, r = rows[0], rows[1]
-        out.append(f"Overall: {w['setting']} wins with {score(w)} over the runner-up {r['setting']} {score(r)}; "
-                   f"{_verdict(w, r, unit)}.")
+        out.append(f"Overall: {w['setting']} ranks first with {score(w)}, ahead of the runner-up {r['setting']} "
+                   f"{score(r)}; {verdict(w, r)}.")
     elif len(rows) == 1:
         out.append(f"Only one setting has a validation result: {rows[0]['setting']} {score(rows[0])}.")
     for p in params:
@@ -65,8 +67,8 @@ def comparisons(ranked: pl.DataFrame, params: Sequence[str], unit: str = " dB") 
             out.append(f"{p} is continuous here ({len(best)} values): see its slice plot in the search section.")
             continue
         (vw, w), (vr, r) = list(best.items())[:2]
-        out.append(f"{p}: {p}={fmt_value(vw)}{_others(w, params, p)} wins with {score(w)} over "
-                   f"{p}={fmt_value(vr)}{_others(r, params, p)} {score(r)}; {_verdict(w, r, unit)}.")
+        out.append(f"{p}: {p}={fmt_value(vw)}{_others(w, params, p)} ranks first with {score(w)}, ahead of "
+                   f"{p}={fmt_value(vr)}{_others(r, params, p)} {score(r)}; {verdict(w, r)}.")
     return out
 
 
@@ -99,31 +101,80 @@ def _floor_item(ctx: Ctx) -> str:
             "beat it. Every PSNR figure shows it as a dashed line.</li>")
 
 
+def _step_item(ctx: Ctx) -> str:
+    """The best run's one-step diagnostic beside its copy floor, and what it says (cvae.evaluate.validate)."""
+    best = winner(ctx.summary)
+    if best is None:
+        return ""
+    row = ctx.scores.filter(pl.col("trial_id") == best["best_trial_id"])
+    head = '<li id="step"><b>One-step diagnostic</b>'
+    if not row.height or row["psnr_step"][0] is None or row["psnr_step_hold"][0] is None:
+        return (f"{head}: not in these results (val/psnr_step, the one-step prediction from the true previous "
+                "frame, is recorded by runs made after it was added).</li>")
+    r = row.row(0, named=True)
+    rollout, floor = r["psnr"], r["floor"]
+    if rollout is None or floor is None:
+        return ""
+    return (f"{head} (best run, epoch {esc(r['score_epoch'])}): from the true previous frame it predicts at "
+            f"val/psnr_step = {r['psnr_step']:.2f} dB; copying that frame scores val/psnr_step_hold = "
+            f"{r['psnr_step_hold']:.2f} dB. Its rollout scores val/psnr = {rollout:.2f} dB against the floor "
+            f"{floor:.2f} dB. {esc(evidence.step_diagnosis(rollout, floor, r['psnr_step'], r['psnr_step_hold']))}</li>")
+
+
+def _gpu_seconds(t: pl.DataFrame) -> float:
+    """GPU-seconds of the study: per trial its wall seconds x the GPU fraction Ray reserved for it."""
+    if "gpu_s" not in t.columns:
+        return 0.0
+    return float(t["gpu_s"].fill_null(0.0).sum())
+
+
 def _time_item(ctx: Ctx) -> str:
     wall, cpu = ctx.trials["wall_s"].drop_nulls(), ctx.trials["cpu_s"].drop_nulls()
     elapsed = None
     if {"timestamp", "time_total_s"} <= set(ctx.epochs.columns) and ctx.epochs.height:
         e = ctx.epochs.select((pl.col("timestamp").max() - (pl.col("timestamp") - pl.col("time_total_s")).min())).item()
         elapsed = float(e) if e is not None else None
-    return (f"<li><b>Time</b>: {_seconds(float(wall.sum()) if wall.len() else None)} of trial wall time "
-            f"(sum over trials), {_seconds(float(cpu.sum()) if cpu.len() else None)} of CPU time, "
+    gpu_s = _gpu_seconds(ctx.trials)
+    gpu = (f"{_seconds(gpu_s)} of GPU time (GPU-seconds: each trial's wall time × the GPU fraction Ray reserved "
+           "for it)" if gpu_s > 0 else "no GPU")
+    return (f'<li id="cost"><b>Cost</b>: {_seconds(float(wall.sum()) if wall.len() else None)} of trial wall time '
+            f"(sum over trials), {_seconds(float(cpu.sum()) if cpu.len() else None)} of CPU time, {esc(gpu)}; "
             f"{_seconds(elapsed)} from the first trial's start to the last report</li>")
 
 
+def _claims(ctx: Ctx) -> str:
+    """The lab's claims beside this study's evidence (study.evidence.claims), one row per claim."""
+    rows = evidence.claims(ctx.scores, ctx.epochs, ctx.summary, ctx.info.searched)
+    unlearned = "" if evidence.any_learned(ctx.scores) else note(
+        "No setting has learned (see the first sentence): these rows compare unlearned models.")
+    return (unlearned + html_table(evidence.claims_table(rows), "data claims")
+            + f'<p class="small">Computed from this study\'s trials, seeds as samples, with Welch\'s t-test '
+            f"(clear at p &lt; {evidence.ALPHA}): reproduced, contradicted, within noise, or not measured here where "
+            "the study's parameters cannot test the claim. The lab's claims are about val/psnr, each trial's at its "
+            "score's epoch.</p>")
+
+
 def summary_section(ctx: Ctx) -> str:
-    """The study's facts, the verdicts and THE ranking's table, then the study file."""
+    """The learning sentence first, then the study's facts, the verdicts, the lab's claims beside the
+    evidence and THE ranking's table, then the study file."""
     t, info = ctx.trials, ctx.info
     counts = {s: int(n) for s, n in t.group_by("status").len().iter_rows()}
     status = ", ".join(f"{counts.get(s, 0)} {s.replace('_', ' ')}" for s in
                        ("completed", "stopped_early", "diverged", "errored", "running"))
-    items = [f"<li><b>Trials</b>: {t.height} ({esc(status)})</li>", *_best_items(ctx), _floor_item(ctx), _time_item(ctx)]
-    sentences = comparisons(ctx.summary, info.searched, unit_of(info.metric))
+    items = [f"<li><b>Trials</b>: {t.height} ({esc(status)})</li>", *_best_items(ctx), _step_item(ctx),
+             _floor_item(ctx), _time_item(ctx)]
+    sentences = comparisons(ctx.summary, ctx.scores, info.searched, unit_of(info.metric))
     comp = ("<ul class=\"verdicts\">" + "".join(f"<li>{esc(s)}</li>" for s in sentences) + "</ul>") if sentences else \
         note("No comparison yet: fewer than two settings have a validation result.")
+    lead = f'<p class="lead" id="learning">{esc(evidence.learning_sentence(ctx.scores))}</p>'
     desc = f"<p>{esc(info.description)}</p>" if info.description else ""
     study = (f'<details open><summary>The study file (study.toml)</summary><pre class="study-file">{esc(info.text)}</pre></details>'
              if info.text else note("No study.toml in this results dir."))
-    return (f"{desc}<ul class=\"facts\">{''.join(items)}</ul><h3>Verdicts</h3>{comp}"
+    return (f"{lead}{desc}<ul class=\"facts\">{''.join(items)}</ul><h3>Verdicts</h3>"
+            f"<p class=\"small\">Each compares two settings' trial scores, seeds as samples, with Welch's t-test "
+            f"(scipy; clear when p &lt; {evidence.ALPHA}), with the 95% confidence interval of the difference of "
+            f"means; a setting with one seed has no spread to test.</p>{comp}"
+            f"<h3 id=\"claims\">The lab's claims beside the evidence</h3>{_claims(ctx)}"
             f"<h3>The ranking: {esc(info.scored_by)}, mean ± sd over seeds</h3>{_summary_table(ctx.summary, unit_of(info.metric))}"
             f"<p class=\"small\">Per trial, {esc(info.metric)} at its {esc(info.objective)} epoch ([study] objective); "
             "every trial with a value counts, stopped-early and diverged ones included (see their counts). A setting "
