@@ -6,6 +6,7 @@ optimiser state and the training frames there; autocast and the GradScaler come 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, ContextManager
 
 import torch
@@ -13,6 +14,14 @@ import torch
 from cvae.config import ConfigError
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. under taskset), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def cuda_count() -> int:

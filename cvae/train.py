@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from cvae import schedules
 from cvae.checkpoint import epoch_dir, load_checkpoint, prune, save_checkpoint
 from cvae.config import Config
 from cvae.data import Dataset, DatasetError, DeviceFrames, load_dataset
-from cvae.device import autocast, grad_scaler, resolve_device, rng_states, set_rng_states, setup
+from cvae.device import autocast, available_cpus, grad_scaler, resolve_device, rng_states, set_rng_states, setup
 from cvae.evaluate import validate
 from cvae.metrics import VAL_CARRIED, kl_per_frame
 from cvae.model import CVAE
@@ -60,13 +59,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def set_threads(n: int | None) -> int:
