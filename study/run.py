@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ from typing import Any, Sequence
 
 from cvae.config import ConfigError
 from cvae.data import Dataset, DatasetError, clear_cache, load_dataset
+from cvae.device import available_cpus
 from study.analyze import StudyInfo
 from study.best import conclude
 from study.place import BEST, FINISHED, OPTUNA_DB, REPORT, STUDY_COPY, Place, PlaceError, same_study, study_place
@@ -60,9 +62,37 @@ def build_report(exp_dir: Path) -> Path | None:
 
 
 # -- Ray ------------------------------------------------------------------------------------------
-def start_ray(address: str | None, cpus_per_trial: float) -> Any:
+def _has(n: float, what: str) -> str:
+    return f"{n:g} {what}" + ("" if n == 1 else "s")
+
+
+def refusal(resources: dict[str, float], cpus_per_trial: float, gpus_per_trial: float = 0.0,
+            source: str | Path = "") -> str | None:
+    """Why no trial could ever start on a cluster with `resources` (Ray's totals), or None if one can."""
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    where = f"{source}: " if source else ""
+    if gpus < gpus_per_trial:
+        return (f"{where}study.gpus_per_trial: {gpus_per_trial:g} asked for, but the Ray cluster has "
+                f"{_has(gpus, 'GPU')} ({_has(cpus, 'CPU')})")
+    if cpus < cpus_per_trial:
+        return (f"{where}study.cpus_per_trial: {cpus_per_trial:g} asked for, but the Ray cluster has "
+                f"{_has(cpus, 'CPU')}: no trial could ever start")
+    return None
+
+
+def trials_that_fit(resources: dict[str, float], cpus_per_trial: float, gpus_per_trial: float = 0.0) -> int:
+    """How many trials the cluster's CPUs and GPUs hold at once (at least 1): the default max_concurrent."""
+    fits = [resources.get("CPU", 0.0) / cpus_per_trial]
+    if gpus_per_trial > 0:
+        fits.append(resources.get("GPU", 0.0) / gpus_per_trial)
+    return max(1, math.floor(min(fits) + 1e-9))  # 1 / 0.1 GPUs is 10 trials, not 9.999...
+
+
+def start_ray(address: str | None, cpus_per_trial: float, gpus_per_trial: float = 0.0,
+              source: str | Path = "") -> dict[str, float]:
     """Join `address` (or RAY_ADDRESS), else start a local Ray with the dashboard on 127.0.0.1 and
-    token authentication on (the Ray default for local clusters). Prints how to reach it."""
+    token authentication on (the Ray default for local clusters). Prints how to reach it and returns
+    the cluster's resources; refuses (StudyRunError, Ray shut down) a cluster where no trial fits."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -72,16 +102,17 @@ def start_ray(address: str | None, cpus_per_trial: float) -> Any:
     else:
         # "local": a new instance even if some `ray start` cluster runs on this machine; the CPUs this
         # process may use (its affinity, e.g. under taskset), where Ray would count the machine's.
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        ctx = ray.init(address="local", num_cpus=usable, include_dashboard=True, dashboard_host="127.0.0.1")
+        # Ray counts the GPUs itself (CUDA_VISIBLE_DEVICES is respected).
+        ctx = ray.init(address="local", num_cpus=available_cpus(), include_dashboard=True, dashboard_host="127.0.0.1")
         where = "started a local Ray"
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if cpus < cpus_per_trial:
+    resources = {k: float(v) for k, v in ray.cluster_resources().items()}
+    why = refusal(resources, cpus_per_trial, gpus_per_trial, source)
+    if why:
         ray.shutdown()
-        raise StudyRunError(f"the Ray cluster has {cpus:g} CPUs, fewer than study.cpus_per_trial = "
-                            f"{cpus_per_trial:g}: no trial could ever start")
+        raise StudyRunError(why)
     url = getattr(ctx, "dashboard_url", None)
-    print(f"{where} ({cpus:g} CPUs)")
+    gpus = resources.get("GPU", 0.0)
+    print(f"{where} ({_has(resources.get('CPU', 0.0), 'CPU')}{', ' + _has(gpus, 'GPU') if gpus else ''})")
     if url:
         print(f"Ray dashboard: http://{url}")
         mode = os.environ.get("RAY_AUTH_MODE", "").lower()
@@ -94,7 +125,7 @@ def start_ray(address: str | None, cpus_per_trial: float) -> Any:
         print("  the dashboard has no Tune tab: the study shows as the driver job, its trial actors "
               "(ImplicitFunc) and their logs (one line per epoch); per-trial views are the progress "
               "table below and the report")
-    return ctx
+    return resources
 
 
 def _progress_reporter(spec: StudySpec) -> Any:
@@ -130,7 +161,7 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
     from study.trainable import train_cvae
 
     trainable = tune.with_resources(tune.with_parameters(train_cvae, spec=spec, dataset=dataset),
-                                    {"cpu": spec.cpus_per_trial})
+                                    {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
     if restore:
         # Finished trials stay as they are; interrupted ones continue from their last checkpoint.
         # Errored ones already used their FailureConfig retries: they stay recorded as failed.
@@ -251,9 +282,11 @@ def _all_ended(results: Any, expected: int) -> tuple[bool, str]:
 
 def _announce(spec: StudySpec, place: Place) -> None:
     searched = [p.name for p in spec.space if p.kind != "fixed"]
+    at_once = "as many at a time as the cluster holds" if spec.max_concurrent is None else f"{spec.max_concurrent} at a time"
+    gpus = f" and {spec.gpus_per_trial:g} GPU" if spec.gpus_per_trial else ""
     print(f"study {spec.name}: {spec.num_trials} trials ({spec.sampler} over {', '.join(searched) or 'nothing'}"
           f"{f', {len(spec.seeds)} seeds each' if len(spec.seeds) > 1 else ''}), {StudyInfo.of(spec).scored_by}, "
-          f"{spec.max_concurrent} at a time, {spec.cpus_per_trial:g} CPU each")
+          f"{at_once}, {spec.cpus_per_trial:g} CPU{gpus} each")
     print(f"results: {place.shown()}" + (f" (local copy of the study's own files: {place.exp_dir})" if place.remote else ""))
 
 
@@ -266,7 +299,12 @@ def _fit(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool, 
     import ray
 
     here = os.getcwd()
-    start_ray(address, spec.cpus_per_trial)
+    resources = start_ray(address, spec.cpus_per_trial, spec.gpus_per_trial, spec.path)
+    if spec.max_concurrent is None and not restore:  # a restored study keeps its searcher's limit
+        spec = dataclasses.replace(spec, max_concurrent=trials_that_fit(resources, spec.cpus_per_trial,
+                                                                        spec.gpus_per_trial))
+        print(f"{spec.max_concurrent} trials at a time: what the cluster's resources hold "
+              f"(study.max_concurrent or --max-concurrent sets it)")
     # A Ray Job's driver runs in the job's working_dir, which Ray may delete and re-extract under it
     # (seen on a one-machine cluster whose nodes share a temp dir; ray-project/ray#52343 looks alike);
     # Tune then fails when fit() ends. Re-enter the folder by path; every study path is absolute by now.

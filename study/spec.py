@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = ("study", "search", "data", "model", "train", "space")
 STUDY_KEYS: tuple[str, ...] = ("name", "description", "metric", "mode", "objective", "num_samples", "seed", "seeds",
-                               "max_concurrent", "cpus_per_trial")
+                               "max_concurrent", "cpus_per_trial", "gpus_per_trial")
 SEARCH_KEYS: tuple[str, ...] = ("sampler", "scheduler", "grace_period", "reduction_factor", "max_failures")
 PARAM_KEYS: tuple[str, ...] = ("low", "high", "log", "step", "type", "choices", "value", "when")
 SAMPLERS: tuple[str, ...] = ("tpe", "grid", "random")
@@ -133,8 +133,9 @@ class StudySpec:
     num_samples: int  # sampled configurations (grid sampler: repeats of the whole grid)
     seed: int  # seed of the Optuna sampler
     seeds: tuple[int, ...]  # train.seed values: every configuration runs once per seed
-    max_concurrent: int  # trials running at once
+    max_concurrent: int | None  # trials running at once; None: as many as the cluster's resources fit (study.run)
     cpus_per_trial: float  # Ray CPUs reserved per trial
+    gpus_per_trial: float  # Ray GPUs reserved per trial: 0 (none), a fraction < 1 (trials share a GPU), or whole GPUs
     sampler: Literal["tpe", "grid", "random"]
     scheduler: Literal["none", "asha"]
     grace_period: int  # ASHA: epochs before a trial may be stopped
@@ -316,15 +317,23 @@ class _Parser:
         objective = self._choice(study, "study.objective", OBJECTIVES, "best")
         num_samples = self._int(study, "study.num_samples", 1 if sampler == "grid" else _MISSING, minimum=1)
         seed = self._int(study, "study.seed", 0)
-        max_concurrent = self._int(study, "study.max_concurrent", 2, minimum=1)
+        max_concurrent = self._int(study, "study.max_concurrent", None, minimum=1) if "max_concurrent" in study else None
         cpus_per_trial = self._number(study, "study.cpus_per_trial", 1.0)
         if cpus_per_trial <= 0:
             raise self.err("study.cpus_per_trial", f"must be > 0, got {cpus_per_trial}")
+        gpus_per_trial = self._number(study, "study.gpus_per_trial", 0.0)
+        if gpus_per_trial < 0:
+            raise self.err("study.gpus_per_trial", f"must be >= 0, got {gpus_per_trial:g}")
+        if gpus_per_trial > 1 and not gpus_per_trial.is_integer():
+            # Ray's rule: a share of one GPU, or whole GPUs
+            raise self.err("study.gpus_per_trial", f"must be a fraction of one GPU (<= 1) or a whole number of GPUs, "
+                                                   f"got {gpus_per_trial:g}")
 
         fixed = self._fixed(raw)
         seeds = self._seeds(study, fixed)
         self._build(fixed, seeds[0])
         space = self._space(raw.get("space", {}), fixed)
+        self._check_devices(fixed, space, gpus_per_trial)
 
         if sampler == "grid":
             for p in space:
@@ -333,7 +342,8 @@ class _Parser:
                                                       "range a step, or list choices")
         spec = StudySpec(
             path=self.path.resolve(), name=name, metric=metric, mode=mode, objective=objective, num_samples=num_samples, seed=seed,
-            seeds=seeds, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial, sampler=sampler,
+            seeds=seeds, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial, sampler=sampler,
             scheduler=scheduler, grace_period=grace_period, reduction_factor=reduction_factor,
             max_failures=max_failures, fixed=fixed, space=space, description=description, raw_text=text,
         )
@@ -347,6 +357,25 @@ class _Parser:
                 log.warning("%s: ASHA with %d seeds: seeds of one configuration may be stopped at different "
                             "epochs, and the searcher sees the mean of their scores", self.src, len(seeds))
         return spec
+
+    def _check_devices(self, fixed: Mapping[str, Any], space: Sequence[Param], gpus_per_trial: float) -> None:
+        # A trial sees only the GPUs Ray reserved for it, renumbered from cuda:0 (CUDA_VISIBLE_DEVICES).
+        try:
+            p = next(p for p in space if p.name == "device")
+            key, devices = f"space.device.{'value' if p.kind == 'fixed' else 'choices'}", p.grid_values() or ()
+        except StopIteration:
+            key, devices = "train.device", (fixed["train"].get("device", "auto"),)
+        visible = max(1, math.ceil(gpus_per_trial))
+        for device in devices:
+            if not str(device).startswith("cuda"):
+                continue
+            if gpus_per_trial == 0:
+                raise self.err(key, f"{device!r} needs study.gpus_per_trial > 0: a trial uses only the GPUs Ray "
+                                    "reserved for it (or use device = \"auto\", which then trains on the CPU)")
+            index = int(str(device).partition(":")[2] or 0)
+            if index >= visible:
+                raise self.err(key, f"{device!r}: a trial sees only the GPUs Ray reserved for it, as cuda:0.."
+                                    f"cuda:{visible - 1} (study.gpus_per_trial = {gpus_per_trial:g})")
 
     def _read(self, text: str | None) -> tuple[str, dict[str, Any]]:
         try:

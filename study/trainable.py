@@ -5,6 +5,12 @@ trial config holds only what the searcher sampled (plus `seed` when the study re
 each trial's params.json stays a clean record of its configuration. The dataset travels once per
 node through the object store; the spec carries the fixed tables with every path already absolute
 (trials run with the trial dir as their working dir).
+
+Devices: a trial trains on the GPU share Ray reserved for it (`[study] gpus_per_trial`): Ray sets
+CUDA_VISIBLE_DEVICES, so `[train] device = "auto"` finds it as cuda:0 where CUDA is really there and
+falls back to the CPU where Ray's GPUs are only declared (nothing then initialises CUDA). A trial
+that reserved no GPU trains on the CPU even on a GPU machine. Every result row records `device`
+(cvae's), `gpu_ids` (Ray's assignment) and `resources/gpu` (the share reserved), beside `time/cpu_s`.
 """
 from __future__ import annotations
 
@@ -31,24 +37,48 @@ from study.spec import METRICS, StudySpec
 log = logging.getLogger(__name__)
 
 CPU_KEY = "time/cpu_s"  # process CPU seconds of the trial so far, carried across restores
+GPU_SHARE_KEY = "resources/gpu"  # the GPUs (a fraction: a share of one) Ray reserved for the trial; 0 without
+GPU_IDS_KEY = "gpu_ids"  # the GPUs Ray assigned to the trial (its CUDA_VISIBLE_DEVICES), as strings
 _CPU_META = "cpu_s"  # the same figure in the checkpoint's Ray metadata
+
+
+def _reserved(resource: str) -> float | None:
+    """What Ray reserved for this trial of `resource` ("CPU", "GPU"); None outside a Tune session."""
+    with contextlib.suppress(Exception):  # outside a Tune session, or an older context API
+        return float(tune.get_context().get_trial_resources().required_resources.get(resource, 0.0))
+    return None
 
 
 def trial_threads(fallback: float) -> int:
     """Torch threads for this trial: the CPUs Ray reserved for it (whole CPUs, at least 1)."""
-    cpus: float | None = None
-    with contextlib.suppress(Exception):  # outside a Tune session, or an older context API
-        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU")
-    if not cpus:
-        cpus = fallback
+    cpus = _reserved("CPU") or fallback
     return max(1, int(cpus))
 
 
 def trial_config(spec: StudySpec, config: dict[str, Any], threads: int) -> Config:
-    """The cvae Config of one trial: the spec's fixed tables + the sampled values + its threads."""
+    """The cvae Config of one trial: the spec's fixed tables + the sampled values + its threads.
+
+    Without a GPU reserved (gpus_per_trial = 0), device "auto" becomes "cpu": the trial must not
+    take a GPU of the machine that Ray did not give it (spec.py refuses "cuda" there).
+    """
     sampled = {k: v for k, v in config.items() if not k.startswith("__")}  # Tune-internal keys, if any
     cfg = spec.config_for(sampled)
-    return cfg.replace(train={"threads": threads})
+    train: dict[str, Any] = {"threads": threads}
+    if spec.gpus_per_trial == 0 and cfg.train.device == "auto":
+        train["device"] = "cpu"
+    return cfg.replace(train=train)
+
+
+def gpu_assignment(fallback: float) -> dict[str, Any]:
+    """`gpu_ids` and `resources/gpu` of this trial: Ray's GPU ids (CUDA_VISIBLE_DEVICES) and its share.
+
+    Reads Ray's bookkeeping only: nothing here touches CUDA.
+    """
+    ids: list[str] = []
+    with contextlib.suppress(Exception):  # outside a Ray worker
+        ids = [str(i) for i in ray.get_gpu_ids()]
+    share = _reserved("GPU")
+    return {GPU_IDS_KEY: ids, GPU_SHARE_KEY: fallback if share is None else share}
 
 
 def _stdout_logger() -> logging.Logger:
@@ -120,6 +150,7 @@ def train_cvae(config: dict[str, Any], spec: StudySpec | None = None, dataset: D
     trial = tune.get_context().get_trial_id() or "?"
     out = _stdout_logger()
     cfg = trial_config(spec, config, trial_threads(spec.cpus_per_trial))
+    gpus = gpu_assignment(spec.gpus_per_trial)
     data = dataset if dataset is not None else load_dataset(cfg.data)
     cpu_start = time.process_time()
     node_id = ray.get_runtime_context().get_node_id()
@@ -145,12 +176,14 @@ def train_cvae(config: dict[str, Any], spec: StudySpec | None = None, dataset: D
             metrics[CPU_KEY] = cpu_s
             # Ray's own node_ip is the same for every node of a loopback cluster: the node id is not.
             metrics.setdefault("node_id", node_id)
+            metrics.update(gpus)
             ckpt = None
             if checkpoint is not None:
                 ckpt = tune.Checkpoint.from_directory(str(checkpoint))
                 ckpt.set_metadata({_CPU_META: cpu_s, "epoch": metrics["epoch"]})
             line = (f"[trial {trial}] epoch {metrics['epoch']} val/psnr {metrics['val/psnr']:.2f} dB "
-                    f"(hold {metrics['val/psnr_hold']:.2f}) loss {metrics['train/loss']:.5f}")
+                    f"(hold {metrics['val/psnr_hold']:.2f}) step {metrics['val/psnr_step']:.2f} "
+                    f"(copy {metrics['val/psnr_step_hold']:.2f}) loss {metrics['train/loss']:.5f}")
             if metrics.get("diverged"):
                 line += "  DIVERGED (NaN/inf loss): the trial ends here"
             out.info(line)
@@ -161,4 +194,4 @@ def train_cvae(config: dict[str, Any], spec: StudySpec | None = None, dataset: D
         log.warning("[trial %s] diverged at epoch %s; ended cleanly", trial, summary.last_metrics.get("epoch"))
 
 
-__all__ = ["CPU_KEY", "train_cvae", "trial_config", "trial_threads"]
+__all__ = ["CPU_KEY", "GPU_IDS_KEY", "GPU_SHARE_KEY", "gpu_assignment", "train_cvae", "trial_config", "trial_threads"]

@@ -1,16 +1,19 @@
 """Helpers for the study CLI tests: run `python -m study.run` as a user types it, in its own
-session so a SIGKILL of the driver can take down the Ray it started (and only that one)."""
+session so a SIGKILL of the driver can take down the Ray it started (and only that one); start Ray
+nodes on loopback (`ray start --block`, each in its own session) and stop exactly those."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import tomli_w
 
@@ -20,6 +23,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
+RAY_BIN = Path(sys.executable).parent / "ray"
 SMOKE = ROOT / "search_spaces" / "smoke.toml"
 TIMEOUT_S = 300  # per CLI run: the machine's 2 cores are shared with other tests
 CONTRACT = ["epoch", "train/loss", "train/mse", "train/kl", "beta", "tfr", "val/psnr", "val/ssim",
@@ -167,3 +171,79 @@ def result_rows(trial: Path) -> list[dict[str, Any]]:
 
 def checkpoints(trial: Path) -> list[Path]:
     return sorted(p for p in trial.glob("checkpoint_*") if p.is_dir())
+
+
+# -- Ray nodes started by a test (never `ray stop`: it would end every Ray on the machine) ------------
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def node_ports() -> list[str]:
+    # Every fixed-default port Ray would otherwise take, so this cluster never collides with another
+    # Ray on the machine (another test's, or a user's).
+    names = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
+    return [f"{name}={port}" for name, port in zip(names, free_ports(len(names)))]
+
+
+def start_ray_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    f = log.open("wb")
+    return subprocess.Popen([str(RAY_BIN), "start", "--block", "--disable-usage-stats", *args], env=env,
+                            stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def alive_ray_nodes(address: str, env: dict[str, str]) -> int:
+    code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print('NODES', sum(n['Alive'] for n in ray.nodes()))")
+    r = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True, timeout=90)
+    m = re.search(r"NODES (\d+)", r.stdout)
+    return int(m.group(1)) if m else 0
+
+
+def stop_sessions(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    """SIGTERM then SIGKILL every process of the sessions we started; the pids still alive after that."""
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 15.0)):
+        for p in procs:
+            for pid in [p.pid, *_session_pids(p.pid)]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(_session_pids(p.pid) for p in procs):
+            time.sleep(0.3)
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=1)
+    return [pid for p in procs for pid in _session_pids(p.pid)]
+
+
+@contextlib.contextmanager
+def ray_head(root: Path, cache: Path, *resources: str, start_timeout_s: float = 120) -> Iterator[str]:
+    """A one-node Ray on loopback, `ray start --head --block` with `resources` (e.g. "--num-cpus=2",
+    "--num-gpus=1": Ray schedules GPUs it is told of, whether or not they exist); yields its address
+    for `study.run --address`, then stops that node's processes, and only those."""
+    env = cli_env(cache)
+    env.pop("RAY_AUTH_MODE", None)  # `ray start` leaves token auth off: the driver joins without a token
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    gcs, dash, client = free_ports(3)
+    address, log = f"127.0.0.1:{gcs}", root / "ray-head.log"
+    node = start_ray_node(["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+                           f"--dashboard-port={dash}", f"--ray-client-server-port={client}", f"--temp-dir={root / 'ray'}",
+                           "--object-store-memory=100000000", *node_ports(), *resources], env, log)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while alive_ray_nodes(address, env) < 1:
+            assert time.monotonic() < deadline and node.poll() is None, f"the Ray head did not start:\n{tail(log)}"
+            time.sleep(1)
+        yield address
+    finally:
+        left = stop_sessions([node])
+        assert not left, f"processes of the test's Ray head survived the teardown: {left}"

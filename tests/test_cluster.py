@@ -7,13 +7,10 @@ by process group (never `ray stop`, which would end every Ray on the machine).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,35 +25,14 @@ import pytest
 
 from cvae.checkpoint import verify_checkpoint
 from study.spec import load_spec
-from study_helpers import (ROOT, SMOKE, _session_pids, checkpoints, result_rows, run_cli, study_cmd, tail, trial_dirs,
-                           trial_statuses)
+from study_helpers import (ROOT, SMOKE, alive_ray_nodes, checkpoints, free_ports, node_ports, result_rows, run_cli,
+                           start_ray_node, stop_sessions, study_cmd, tail, trial_dirs, trial_statuses)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 VENV_BIN = Path(sys.executable).parent
 RAY_BIN = VENV_BIN / "ray"
 START_TIMEOUT_S = 120
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _node_ports() -> list[str]:
-    # Every fixed-default port Ray would otherwise take, so this cluster never collides with another
-    # Ray on the machine (another test's, or a user's).
-    names = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
-    return [f"{name}={port}" for name, port in zip(names, _free_ports(len(names)))]
 
 
 @dataclass
@@ -87,36 +63,6 @@ def _ray_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def _start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    f = log.open("wb")
-    return subprocess.Popen([str(RAY_BIN), "start", "--block", "--disable-usage-stats", *args], env=env,
-                            stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _alive_nodes(address: str, env: dict[str, str]) -> int:
-    code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-            "print('NODES', sum(n['Alive'] for n in ray.nodes()))")
-    r = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True, timeout=90)
-    m = re.search(r"NODES (\d+)", r.stdout)
-    return int(m.group(1)) if m else 0
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> list[int]:
-    """SIGTERM then SIGKILL every process of the sessions we started; the pids still alive after that."""
-    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 15.0)):
-        for p in procs:
-            for pid in [p.pid, *_session_pids(p.pid)]:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and any(_session_pids(p.pid) for p in procs):
-            time.sleep(0.3)
-        for p in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=1)
-    return [pid for p in procs for pid in _session_pids(p.pid)]
-
-
 @pytest.fixture(scope="module")
 def cluster(cache_dir: Path) -> Iterator[Cluster]:
     # A short root: Ray's unix sockets live under the temp dir and their paths must stay < 108 bytes.
@@ -125,28 +71,28 @@ def cluster(cache_dir: Path) -> Iterator[Cluster]:
     subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True, timeout=60)
     token = subprocess.run([str(RAY_BIN), "get-auth-token"], env=env, capture_output=True, text=True, check=True,
                            timeout=60).stdout.strip()
-    gcs, dash, client = _free_ports(3)
+    gcs, dash, client = free_ports(3)
     c = Cluster(address=f"127.0.0.1:{gcs}", dashboard=f"http://127.0.0.1:{dash}", token=token, env=env, root=root)
     try:
         head_log, worker_log = root / "head.log", root / "worker.log"
         c.logs += [head_log, worker_log]
-        c.procs.append(_start_node(
+        c.procs.append(start_ray_node(
             ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dash}", f"--ray-client-server-port={client}", f"--temp-dir={root / 'h'}",
-             "--object-store-memory=100000000", *_node_ports()], env, head_log))
+             "--object-store-memory=100000000", *node_ports()], env, head_log))
         deadline = time.monotonic() + START_TIMEOUT_S
-        while _alive_nodes(c.address, env) < 1:
+        while alive_ray_nodes(c.address, env) < 1:
             assert time.monotonic() < deadline and c.procs[0].poll() is None, f"head did not start\n{c.log_tails()}"
             time.sleep(1)
-        c.procs.append(_start_node(
+        c.procs.append(start_ray_node(
             [f"--address={c.address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={root / 'w'}",
-             "--object-store-memory=100000000", *_node_ports()], env, worker_log))
-        while _alive_nodes(c.address, env) < 2:
+             "--object-store-memory=100000000", *node_ports()], env, worker_log))
+        while alive_ray_nodes(c.address, env) < 2:
             assert time.monotonic() < deadline and c.procs[1].poll() is None, f"2nd node did not join\n{c.log_tails()}"
             time.sleep(1)
         yield c
     finally:
-        left = _stop(c.procs)
+        left = stop_sessions(c.procs)
         shutil.rmtree(root, ignore_errors=True)
         assert not left, f"processes of the test cluster survived the teardown: {left}"
 

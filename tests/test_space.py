@@ -344,7 +344,7 @@ def test_make_searcher_stack(tmp_path: Path) -> None:
 
 
 def test_sqlite_storage_keeps_the_study(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, GRID, search='sampler = "random"')
+    spec = spec_of(tmp_path, GRID, study="max_concurrent = 1", search='sampler = "random"')  # study.run sets it when unset
     db = tmp_path / "results" / "optuna.db"
     searcher = make_searcher(spec, storage=sqlite_storage(db))
     config = searcher.suggest("a")

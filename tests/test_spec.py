@@ -9,7 +9,8 @@ from cvae.config import Config, ConfigError
 from study.spec import StudyError, StudySpec, load_spec, main_error
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = sorted((ROOT / "search_spaces").glob("*.toml"))
+STUDIES = sorted([*(ROOT / "search_spaces").glob("*.toml"), *(ROOT / "search_spaces/lab").glob("*.toml")])
+LAB = ROOT / "search_spaces/lab"
 HEAD = '[study]\nname = "t"\nnum_samples = 2\n'
 
 
@@ -43,13 +44,14 @@ def assert_error(path: Path, key: str, contains: str = "") -> StudyError:
 
 
 def test_there_are_shipped_studies() -> None:
-    assert {p.stem for p in STUDIES} >= {"smoke", "kl", "tfr", "fast_train", "joint"}
+    assert {p.stem for p in STUDIES if p.parent != LAB} >= {"smoke", "kl", "tfr", "fast_train", "joint"}
+    assert {p.stem for p in STUDIES if p.parent == LAB} == {"kl", "tfr", "fast_train"}
 
 
-@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(ROOT / "search_spaces")))
 def test_shipped_study_loads_and_builds(path: Path) -> None:
     spec = load_spec(path)
-    assert spec.name == path.stem
+    assert spec.name == (f"lab-{path.stem}" if path.parent == LAB else path.stem)  # results/lab-kl beside results/kl
     assert spec.raw_text == path.read_text(encoding="utf-8")
     assert spec.path == path.resolve()
     assert isinstance(spec.base_config(), Config)
@@ -74,6 +76,20 @@ def test_shipped_studies_answer_their_questions() -> None:
                                              "fast_train_epoch"}
     smoke = load_spec(ROOT / "search_spaces/smoke.toml")
     assert smoke.base_config().model.dims == (16, 4, 4, 16) and smoke.num_trials == 3
+    for path in STUDIES:  # the CPU studies keep 2 at a time on 2 cores and ask for no GPU
+        if path.parent != LAB:
+            assert (load_spec(path).max_concurrent, load_spec(path).gpus_per_trial) == (2, 0.0), path.name
+
+
+@pytest.mark.parametrize("name", ["kl", "tfr", "fast_train"])
+def test_lab_studies_are_the_lab_on_a_gpu(name: str) -> None:
+    lab, cpu = load_spec(LAB / f"{name}.toml"), load_spec(ROOT / f"search_spaces/{name}.toml")
+    cfg = lab.base_config()
+    assert cfg.model.dims == (128, 32, 12, 192) and (cfg.data.frame_H, cfg.data.frame_W) == (32, 64)
+    assert (cfg.data.video_len, cfg.data.val_video_len, cfg.train.epochs) == (16, 630, 30)
+    assert cfg.data.root == str((ROOT / "LAB4_Dataset").resolve())  # the real dataset, relative to the file
+    assert lab.gpus_per_trial == 0.25 and lab.max_concurrent is None  # 4 per GPU; the cluster sets how many
+    assert [p.name for p in lab.space] == [p.name for p in cpu.space]  # the same question as the CPU study
 
 
 # --- a valid study in detail -----------------------------------------------------------------------
@@ -81,14 +97,23 @@ def test_shipped_studies_answer_their_questions() -> None:
 
 def test_defaults_and_fields(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, HEAD + "[space.tfr]\nlow = 0.0\nhigh = 1.0\n"))
-    assert (spec.metric, spec.mode, spec.objective, spec.seed, spec.seeds, spec.max_concurrent, spec.cpus_per_trial) == \
-        ("val/psnr", "max", "best", 0, (0,), 2, 1.0)
+    assert (spec.metric, spec.mode, spec.objective, spec.seed, spec.seeds, spec.max_concurrent, spec.cpus_per_trial,
+            spec.gpus_per_trial) == ("val/psnr", "max", "best", 0, (0,), None, 1.0, 0.0)  # None: what the cluster holds
     assert load_spec(write(tmp_path, HEAD + 'objective = "last"\n')).objective == "last"
     assert (spec.sampler, spec.scheduler, spec.max_failures, spec.description) == ("tpe", "none", 2, None)
     (p,) = spec.space
     assert (p.name, p.kind, p.section, p.low, p.high, p.log, p.step, p.when) == \
         ("tfr", "float", "train", 0.0, 1.0, False, None, None)
     assert spec.grid_size() is None and spec.num_trials == 2
+
+
+@pytest.mark.parametrize("study, device", [("gpus_per_trial = 0.25", "auto"), ("gpus_per_trial = 0.5", "cuda"),
+                                           ("gpus_per_trial = 1", "cuda:0"), ("gpus_per_trial = 2", "cuda:1"),
+                                           ("gpus_per_trial = 0", "cpu"), ("gpus_per_trial = 0.5", "cpu")])
+def test_gpus_per_trial_and_the_devices_a_trial_sees(tmp_path: Path, study: str, device: str) -> None:
+    spec = load_spec(write(tmp_path, HEAD + f'{study}\nmax_concurrent = 3\n[train]\ndevice = "{device}"\n'))
+    assert spec.gpus_per_trial == float(study.split("= ")[1]) and spec.max_concurrent == 3
+    assert spec.base_config().train.device == device
 
 
 def test_name_defaults_to_file_stem_and_grid_to_one_sample(tmp_path: Path) -> None:
@@ -204,6 +229,16 @@ BAD: list[tuple[str, str, str, str]] = [
     ("max-concurrent", HEAD + "max_concurrent = 0\n", "study.max_concurrent", ">= 1"),
     ("cpus-zero", HEAD + "cpus_per_trial = 0\n", "study.cpus_per_trial", "> 0"),
     ("cpus-type", HEAD + 'cpus_per_trial = "1"\n', "study.cpus_per_trial", "number"),
+    ("gpus-negative", HEAD + "gpus_per_trial = -0.5\n", "study.gpus_per_trial", ">= 0, got -0.5"),
+    ("gpus-type", HEAD + 'gpus_per_trial = "0.5"\n', "study.gpus_per_trial", "number"),
+    ("gpus-bool", HEAD + "gpus_per_trial = true\n", "study.gpus_per_trial", "number"),
+    ("gpus-inf", HEAD + "gpus_per_trial = inf\n", "study.gpus_per_trial", "finite"),
+    ("gpus-part-of-two", HEAD + "gpus_per_trial = 1.5\n", "study.gpus_per_trial", "whole number of GPUs, got 1.5"),
+    ("cuda-without-gpus", HEAD + '[train]\ndevice = "cuda"\n', "train.device", "needs study.gpus_per_trial > 0"),
+    ("cuda-1-of-a-share", HEAD + 'gpus_per_trial = 0.5\n[train]\ndevice = "cuda:1"\n', "train.device",
+     "as cuda:0..cuda:0"),
+    ("cuda-searched-without-gpus", HEAD + '[space.device]\nchoices = ["cpu", "cuda"]\n', "space.device.choices",
+     "'cuda' needs study.gpus_per_trial > 0"),
     ("seeds-empty", HEAD + "seeds = []\n", "study.seeds", "non-empty"),
     ("seeds-not-list", HEAD + "seeds = 3\n", "study.seeds", "list"),
     ("seeds-type", HEAD + 'seeds = ["a"]\n', "study.seeds", "integers"),

@@ -3,13 +3,16 @@ results on disk, best.toml, resume after SIGKILL, --fresh, a diverged trial, the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import pickle
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import types
 import urllib.error
 import urllib.request
@@ -33,9 +36,10 @@ from study.report import build_report, frames
 from study.run import main
 from study.space import SeedRepeater, optuna_search
 from study.spec import load_spec, smoke_spec
-from study.trainable import _restorable, trial_config, trial_threads
-from study_helpers import (CONTRACT, SMOKE, checkpoints, kill_session, kill_trial_workers, result_rows, run_cli, start_cli, study_cmd,
-                           tail, trial_dirs, trial_statuses, wait_for, write_study)
+from study.run import refusal, trials_that_fit
+from study.trainable import _restorable, gpu_assignment, trial_config, trial_threads
+from study_helpers import (CONTRACT, SMOKE, checkpoints, kill_session, kill_trial_workers, ray_head, result_rows, run_cli, start_cli,
+                           study_cmd, tail, trial_dirs, trial_statuses, wait_for, write_study)
 
 RAY_BIN = Path(sys.executable).parent / "ray"
 
@@ -56,6 +60,19 @@ def test_bad_study_exits_2_before_anything_is_written(case: str, tmp_path: Path,
     assert main([str(study), "--storage", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
     assert str(study) in err and key in err and err.count("\n") == 1, err
+    assert not (tmp_path / "results").exists()
+
+
+LAB_STUDIES = sorted((ROOT / "search_spaces" / "lab").glob("*.toml"))
+
+
+@pytest.mark.skipif((ROOT / "LAB4_Dataset").exists(), reason="the lab's dataset is here: the lab studies would run")
+@pytest.mark.parametrize("study", LAB_STUDIES, ids=lambda p: p.stem)
+def test_lab_study_without_the_dataset_exits_2_naming_data_root(study: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(study), "--storage", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {study}: data.root: ") and str(ROOT / "LAB4_Dataset") in err, err
     assert not (tmp_path / "results").exists()
 
 
@@ -137,6 +154,52 @@ def test_study_state_and_move_aside(tmp_path: Path) -> None:
     assert not exp.exists() and aside.name.startswith("s.old-") and (aside / "finished.json").exists()
     exp.write_text("a file")
     assert place.state() == "foreign"
+
+
+# -- resources: GPUs, and how many trials at once -------------------------------------------------
+def test_max_concurrent_defaults_to_what_the_cluster_holds() -> None:
+    assert trials_that_fit({"CPU": 2.0}, 1) == 2  # the shipped CPU studies' 2 at a time, on 2 cores
+    assert trials_that_fit({"CPU": 16.0, "GPU": 1.0}, 1, 0.25) == 4  # the GPU is the limit
+    assert trials_that_fit({"CPU": 16.0, "GPU": 1.0}, 1, 0.1) == 10  # 1 / 0.1 is 10, not 9.99..
+    assert trials_that_fit({"CPU": 3.0, "GPU": 8.0}, 1, 0.5) == 3  # the CPUs are
+    assert trials_that_fit({"CPU": 3.0}, 2) == 1 and trials_that_fit({"CPU": 0.5}, 1) == 1
+
+
+def test_a_cluster_without_what_a_trial_needs_is_named() -> None:
+    assert refusal({"CPU": 2.0, "GPU": 1.0}, 1, 0.5) is None and refusal({"CPU": 1.0}, 1) is None
+    assert refusal({"CPU": 2.0}, 1, 0.25, "s.toml") == \
+        "s.toml: study.gpus_per_trial: 0.25 asked for, but the Ray cluster has 0 GPUs (2 CPUs)"
+    assert refusal({"CPU": 4.0, "GPU": 1.0}, 1, 2) == \
+        "study.gpus_per_trial: 2 asked for, but the Ray cluster has 1 GPU (4 CPUs)"
+    assert refusal({"CPU": 1.0}, 1.5) == \
+        "study.cpus_per_trial: 1.5 asked for, but the Ray cluster has 1 CPU: no trial could ever start"
+
+
+def test_gpu_study_on_a_cluster_without_gpus_exits_2_before_any_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    study = write_study(tmp_path / "gpu.toml", study={"gpus_per_trial": 0.5})
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: types.SimpleNamespace(dashboard_url=None))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0, "memory": 1e9})
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(study_run, "run_study", lambda *a: pytest.fail("a trial started"))
+    assert main([str(study), "--storage", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {study}: study.gpus_per_trial: 0.5 asked for, but the Ray cluster has 0 GPUs (2 CPUs)\n"
+
+
+@pytest.mark.filterwarnings("ignore:`get_trial_resources`")
+def test_a_trial_uses_only_the_gpus_ray_gave_it() -> None:
+    spec = load_spec(SMOKE)
+    assert spec.base_config().train.device == "auto"
+    # no GPU reserved: "auto" trains on the CPU, even on a machine with a GPU (Ray did not give it one)
+    assert trial_config(spec, {}, threads=1).train.device == "cpu"
+    shared = dataclasses.replace(spec, gpus_per_trial=0.5)
+    assert trial_config(shared, {}, threads=1).train.device == "auto"  # the GPU Ray assigned, if CUDA is there
+    # outside Ray: no ids, and the share the study asks for
+    assert gpu_assignment(0.5) == {"gpu_ids": [], "resources/gpu": 0.5}
 
 
 # -- pieces of the runner ------------------------------------------------------------------------
