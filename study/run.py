@@ -290,7 +290,8 @@ def _announce(spec: StudySpec, place: Place) -> None:
     print(f"results: {place.shown()}" + (f" (local copy of the study's own files: {place.exp_dir})" if place.remote else ""))
 
 
-def _fit(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool, address: str | None) -> Any:
+def _fit(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool, address: str | None,
+         source: str) -> Any:
     """Start or join Ray, run the study to its end (or an interruption) and return Tune's ResultGrid."""
     # Tune's live table (CLIReporter) instead of the newer output engine, which cannot show
     # define-by-run parameters; experiment state saved often, so a killed driver loses little.
@@ -299,7 +300,7 @@ def _fit(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool, 
     import ray
 
     here = os.getcwd()
-    resources = start_ray(address, spec.cpus_per_trial, spec.gpus_per_trial, spec.path)
+    resources = start_ray(address, spec.cpus_per_trial, spec.gpus_per_trial, source)
     if spec.max_concurrent is None and not restore:  # a restored study keeps its searcher's limit
         spec = dataclasses.replace(spec, max_concurrent=trials_that_fit(resources, spec.cpus_per_trial,
                                                                         spec.gpus_per_trial))
@@ -367,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         place.push(STUDY_COPY)
     _announce(spec, place)
     try:
-        results = _fit(spec, place, dataset, restore, args.address)
+        results = _fit(spec, place, dataset, restore, args.address, args.study)
     except StudyRunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -169,6 +169,17 @@ def result_rows(trial: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def trial_span(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """When a trial ran, from its result rows: the start of its first epoch and the end of its last (s)."""
+    return rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]
+
+
+def overlap(spans: list[tuple[float, float]]) -> bool:
+    """Whether two trials' spans (trial_span) overlap in time."""
+    (a0, a1), (b0, b1) = spans
+    return a0 < b1 and b0 < a1
+
+
 def checkpoints(trial: Path) -> list[Path]:
     return sorted(p for p in trial.glob("checkpoint_*") if p.is_dir())
 
@@ -229,10 +240,12 @@ def stop_sessions(procs: list[subprocess.Popen[bytes]]) -> list[int]:
 def ray_head(root: Path, cache: Path, *resources: str, start_timeout_s: float = 120) -> Iterator[str]:
     """A one-node Ray on loopback, `ray start --head --block` with `resources` (e.g. "--num-cpus=2",
     "--num-gpus=1": Ray schedules GPUs it is told of, whether or not they exist); yields its address
-    for `study.run --address`, then stops that node's processes, and only those."""
+    for `study.run --address` (run it with RAY_AUTH_MODE=token: the node wants ~/.ray/auth_token, which
+    is created here if missing), then stops that node's processes, and only those."""
     env = cli_env(cache)
-    env.pop("RAY_AUTH_MODE", None)  # `ray start` leaves token auth off: the driver joins without a token
+    env["RAY_AUTH_MODE"] = "token"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True, timeout=60)
     gcs, dash, client = free_ports(3)
     address, log = f"127.0.0.1:{gcs}", root / "ray-head.log"
     node = start_ray_node(["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",

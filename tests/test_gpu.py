@@ -1,7 +1,9 @@
-"""On a real CUDA device (`make gpu-check`): training, exact resume and bf16 there. Skipped without CUDA."""
+"""On a real CUDA device (`make gpu-check`): training, exact resume and bf16 there, and a study whose
+trials share the GPU. Skipped without CUDA."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from cvae.checkpoint import load_checkpoint
 from cvae.config import Config
 from cvae.evaluate import load_model
 from cvae.train import run
+from study_helpers import overlap, result_rows, run_cli, study_cmd, trial_dirs, trial_span, trial_statuses, write_study
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]
 
@@ -44,3 +47,25 @@ def test_mixed_precision_trains_on_cuda(cache_dir: Path, precision: str) -> None
     mixed = run(small(cache_dir, epochs=3, kl_anneal_type="None", precision=precision))
     assert all(math.isfinite(m["train/loss"]) for m in mixed.history)
     assert mixed.history[-1]["train/mse"] == pytest.approx(fp32.history[-1]["train/mse"], rel=0.1)
+
+
+def test_study_trials_share_the_gpu(tmp_path: Path, cache_dir: Path) -> None:
+    """The smoke study at 0.5 GPU per trial on a local Ray, which finds the GPU itself: both trials
+    train on CUDA, each records GPU 0 and its half, and the two share the GPU at once."""
+    study = write_study(tmp_path / "gpu.toml", study={"name": "gpu", "num_samples": 2, "gpus_per_trial": 0.5},
+                        train={"epochs": 3})
+    study.write_text(study.read_text().replace("max_concurrent = 2\n", ""))  # the default: what the cluster holds
+    r = run_cli(study_cmd(study), tmp_path, cache_dir)
+    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    assert re.search(r"\d+ trials at a time", r.stdout)
+    exp = tmp_path / "results" / "gpu"
+    spans = []
+    for trial in trial_dirs(exp):
+        rows = result_rows(trial)
+        assert [row["epoch"] for row in rows] == [0, 1, 2]
+        for row in rows:
+            assert row["device"].startswith("cuda") and len(row["gpu_ids"]) == 1 and row["resources/gpu"] == 0.5, row
+            assert math.isfinite(row["val/psnr"])
+        spans.append(trial_span(rows))
+    assert overlap(spans), f"the two trials did not share the GPU at once: {spans}"
+    assert set(trial_statuses(exp).values()) == {"TERMINATED"}

@@ -33,13 +33,13 @@ from study.best import conclude
 from study.callbacks import ReportCallback
 from study.place import Place
 from study.report import build_report, frames
-from study.run import main
+from study.run import main, refusal, trials_that_fit
 from study.space import SeedRepeater, optuna_search
 from study.spec import load_spec, smoke_spec
-from study.run import refusal, trials_that_fit
 from study.trainable import _restorable, gpu_assignment, trial_config, trial_threads
-from study_helpers import (CONTRACT, SMOKE, checkpoints, kill_session, kill_trial_workers, ray_head, result_rows, run_cli, start_cli,
-                           study_cmd, tail, trial_dirs, trial_statuses, wait_for, write_study)
+from study_helpers import (CONTRACT, SMOKE, checkpoints, kill_session, kill_trial_workers, overlap, ray_head, result_rows,
+                           run_cli, start_cli, study_cmd, tail, trial_dirs, trial_span, trial_statuses, wait_for,
+                           write_study)
 
 RAY_BIN = Path(sys.executable).parent / "ray"
 
@@ -586,3 +586,42 @@ def test_dashboard_answers_only_with_the_token(tmp_path: Path, cache_dir: Path) 
         assert any("study.run" in (job.get("entrypoint") or "") for job in jobs), jobs  # the study is the driver job
     finally:
         kill_session(proc)
+
+
+# -- GPUs that Ray is told of but CUDA does not have (the scheduling path, testable without a GPU) --
+@pytest.mark.ray
+@pytest.mark.slow
+def test_trials_share_a_fake_gpu_and_never_touch_cuda(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray with 1 declared GPU and no CUDA: two trials of 0.5 GPU each run at once, both assigned
+    GPU 0; device "auto" trains on the CPU (this torch has no CUDA at all, so anything initialising
+    CUDA would have failed the trial); a study asking for a GPU without --address (a local Ray that
+    finds none) is refused with exit 2."""
+    root = Path(tempfile.mkdtemp(prefix="rg-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
+    try:
+        study = write_study(root / "gpu.toml", study={"name": "gpu", "num_samples": 2, "gpus_per_trial": 0.5},
+                            train={"epochs": 3})
+        study_toml = study.read_text().replace("max_concurrent = 2\n", "")  # the default: what the cluster holds
+        study.write_text(study_toml)
+        r = run_cli(study_cmd(study, "--storage", str(root / "local")), root, cache_dir, timeout=120)
+        assert r.returncode == 2, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        assert re.search(rf"error: {re.escape(str(study))}: study.gpus_per_trial: 0.5 asked for, but the Ray cluster "
+                         r"has 0 GPUs \(\d+ CPUs?\)", r.stderr), r.stderr
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")  # as the head started below
+        with ray_head(root, cache_dir, "--num-cpus=2", "--num-gpus=1") as address:
+            r = run_cli(study_cmd(study, "--address", address, "--storage", str(root / "results")), root, cache_dir)
+        assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+        assert "(2 CPUs, 1 GPU)" in r.stdout and "2 trials at a time" in r.stdout, r.stdout[-4000:]
+        assert re.search(r"step \d+\.\d\d \(copy \d+\.\d\d\) loss", r.stdout)  # the epoch line's one-step diagnostic
+        trials = trial_dirs(root / "results" / "gpu")
+        assert len(trials) == 2
+        spans = []
+        for trial in trials:
+            rows = result_rows(trial)
+            assert [row["epoch"] for row in rows] == [0, 1, 2]
+            for row in rows:
+                assert (row["gpu_ids"], row["resources/gpu"], row["device"]) == (["0"], 0.5, "cpu"), row
+            spans.append(trial_span(rows))
+        assert overlap(spans), f"the two trials did not run at once: {spans}"
+        assert "CUDA" not in r.stderr and set(trial_statuses(root / "results" / "gpu").values()) == {"TERMINATED"}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
