@@ -623,5 +623,7 @@ def test_trials_share_a_fake_gpu_and_never_touch_cuda(cache_dir: Path, monkeypat
             spans.append(trial_span(rows))
         assert overlap(spans), f"the two trials did not run at once: {spans}"
         assert "CUDA" not in r.stderr and set(trial_statuses(root / "results" / "gpu").values()) == {"TERMINATED"}
+        # the list and share columns go through the analysis into the report
+        assert (root / "results" / "gpu" / "report.html").is_file() and "report failed" not in r.stdout + r.stderr
     finally:
         shutil.rmtree(root, ignore_errors=True)
