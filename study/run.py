@@ -208,7 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--fresh", action="store_true",
                        help="move existing results aside (<name>.old-<timestamp>) and start over")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (overrides study.max_concurrent)")
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (overrides study.max_concurrent; without either: as many as the "
+                        "cluster's CPUs and GPUs hold)")
     p.add_argument("--storage", default="results", metavar="PATH_OR_URI",
                    help="results folder, or a URI pyarrow understands (s3://bucket/prefix, gs://..., file://...); "
                         "the study goes to <storage>/<name>/ (default: results)")
@@ -282,7 +283,7 @@ def _all_ended(results: Any, expected: int) -> tuple[bool, str]:
 
 def _announce(spec: StudySpec, place: Place) -> None:
     searched = [p.name for p in spec.space if p.kind != "fixed"]
-    at_once = "as many at a time as the cluster holds" if spec.max_concurrent is None else f"{spec.max_concurrent} at a time"
+    at_once = f"{spec.max_concurrent} at a time" if spec.max_concurrent else "as many at a time as the cluster holds"
     gpus = f" and {spec.gpus_per_trial:g} GPU" if spec.gpus_per_trial else ""
     print(f"study {spec.name}: {spec.num_trials} trials ({spec.sampler} over {', '.join(searched) or 'nothing'}"
           f"{f', {len(spec.seeds)} seeds each' if len(spec.seeds) > 1 else ''}), {StudyInfo.of(spec).scored_by}, "

@@ -317,6 +317,7 @@ class _Parser:
         objective = self._choice(study, "study.objective", OBJECTIVES, "best")
         num_samples = self._int(study, "study.num_samples", 1 if sampler == "grid" else _MISSING, minimum=1)
         seed = self._int(study, "study.seed", 0)
+        # unset: as many as the cluster holds, which study.run knows once Ray is up
         max_concurrent = self._int(study, "study.max_concurrent", None, minimum=1) if "max_concurrent" in study else None
         cpus_per_trial = self._number(study, "study.cpus_per_trial", 1.0)
         if cpus_per_trial <= 0:

@@ -249,8 +249,9 @@ def ray_head(root: Path, cache: Path, *resources: str, start_timeout_s: float = 
     gcs, dash, client = free_ports(3)
     address, log = f"127.0.0.1:{gcs}", root / "ray-head.log"
     node = start_ray_node(["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-                           f"--dashboard-port={dash}", f"--ray-client-server-port={client}", f"--temp-dir={root / 'ray'}",
-                           "--object-store-memory=100000000", *node_ports(), *resources], env, log)
+                           f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
+                           f"--temp-dir={root / 'ray'}", "--object-store-memory=100000000", *node_ports(), *resources],
+                          env, log)
     try:
         deadline = time.monotonic() + start_timeout_s
         while alive_ray_nodes(address, env) < 1:

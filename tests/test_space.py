@@ -344,7 +344,8 @@ def test_make_searcher_stack(tmp_path: Path) -> None:
 
 
 def test_sqlite_storage_keeps_the_study(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, GRID, study="max_concurrent = 1", search='sampler = "random"')  # study.run sets it when unset
+    # max_concurrent: study.run sets it from the cluster when the file does not
+    spec = spec_of(tmp_path, GRID, study="max_concurrent = 1", search='sampler = "random"')
     db = tmp_path / "results" / "optuna.db"
     searcher = make_searcher(spec, storage=sqlite_storage(db))
     config = searcher.suggest("a")
