@@ -33,17 +33,17 @@ def resolve_device(name: str) -> torch.device:
 
     Raises ConfigError (key train.device) for a CUDA device this process cannot see, before any work.
     """
-    if name == "auto":
-        return torch.device("cuda" if cuda_count() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        n = cuda_count()
-        if n == 0:
-            raise ConfigError("train.device", f"{name!r} asked for, but this process sees no CUDA device "
-                                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})")
-        if device.index is not None and device.index >= n:
-            raise ConfigError("train.device", f"{name!r} asked for, but this process sees {n} CUDA device(s): cuda:0..cuda:{n - 1}")
-    return device
+    device = torch.device(("cuda" if cuda_count() else "cpu") if name == "auto" else name)
+    if device.type != "cuda":
+        return device
+    n = cuda_count()
+    if n == 0:
+        raise ConfigError("train.device", f"{name!r} asked for, but this process sees no CUDA device "
+                                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})")
+    if device.index is not None and device.index >= n:
+        raise ConfigError("train.device", f"{name!r} asked for, but this process sees {n} CUDA device(s): cuda:0..cuda:{n - 1}")
+    # Always with an index (torch.cuda.set_device refuses a bare "cuda"): the process's current one.
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager[Any]:

@@ -69,3 +69,12 @@ def test_study_trials_share_the_gpu(tmp_path: Path, cache_dir: Path) -> None:
         spans.append(trial_span(rows))
     assert overlap(spans), f"the two trials did not share the GPU at once: {spans}"
     assert set(trial_statuses(exp).values()) == {"TERMINATED"}
+
+
+def test_auto_and_cuda_resolve_to_an_indexed_device() -> None:
+    from cvae.device import resolve_device, setup
+
+    for name in ("auto", "cuda"):
+        device = resolve_device(name)
+        assert device.type == "cuda" and device.index is not None
+        setup(device)  # torch.cuda.set_device needs the index
