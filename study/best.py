@@ -35,6 +35,9 @@ def write_best_toml(best: Mapping[str, Any], tables: Tables, info: StudyInfo, ex
     trial = tables.trials.filter(pl.col("trial") == best["best_trial"]).row(0, named=True)
     config = json.loads(trial["config"])
     config.get("train", {}).pop("threads", None)  # a single run uses the CPUs of wherever it runs
+    if "device" not in info.fixed.get("train", {}) and "device" not in info.searched:
+        # The trial ran where Ray put it ("auto" is the CPU without a reserved GPU); a rerun picks its own.
+        config.get("train", {}).pop("device", None)
     hold = _epoch_row(tables, trial["trial_id"], best["best_epoch"]).get("val/psnr_hold")
     per_seed = _per_seed(best, tables)
     lines = [f"# Best configuration of study {info.name!r} by {info.scored_by}: {best['setting']}.",

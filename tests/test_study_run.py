@@ -443,6 +443,7 @@ def test_best_toml_reruns_as_a_single_run(smoke_run: tuple[Path, subprocess.Comp
     verify_checkpoint(ckpt.group(1))
     cfg = load_config(best)
     assert cfg.model.F_dim == 16 and cfg.train.threads is None
+    assert cfg.train.device == "auto" and "device" not in text  # where the trial ran is not a setting
     r = run_cli([sys.executable, "-m", "cvae.train", "--config", str(best), "--smoke-test", "--out", str(cwd / "rerun")],
                 cwd, cache_dir)
     assert r.returncode == 0, r.stderr[-3000:]
