@@ -1,11 +1,13 @@
 """Run a study: `python -m study.run STUDY.toml [--resume | --fresh] [--address ADDR] [--max-concurrent N]
-[--storage PATH_OR_URI] [--smoke-test]`.
+[--storage PATH_OR_URI] [--smoke-test] [--verbose]` (also `cvae-study run`).
 
 The TOML is parsed and checked (study.spec) and its dataset loaded before Ray starts: a bad file
 exits with code 2 and touches nothing under results/. Then a local Ray (dashboard on 127.0.0.1,
 token auth on) is started, or an existing cluster joined, and the study runs as a Ray Tune
 experiment driven by Optuna (study.space) over the trainable study.trainable.train_cvae, with
-study.callbacks.ReportCallback rebuilding the report as trials end.
+study.callbacks.ReportCallback rebuilding the report as trials end. The console is study.console's:
+the plan, one line per trial epoch and one progress line (--verbose: Ray Tune's status table and
+Ray's and Optuna's INFO logs).
 
 Where the results go and what is already there is study.place's: results/<study>/ holds Ray Tune's
 experiment (one folder per trial), a copy of the study file, the Optuna study, and once every trial
@@ -88,6 +90,14 @@ def trials_that_fit(resources: dict[str, float], cpus_per_trial: float, gpus_per
     return max(1, math.floor(min(fits) + 1e-9))  # 1 / 0.1 GPUs is 10 trials, not 9.999...
 
 
+def _quiet_workers() -> dict[str, Any]:
+    """ray.init's runtime_env for a local Ray without --verbose: the trials' workers log no
+    per-epoch "Checkpoint successfully created" line (study.console.quiet_worker)."""
+    from study import console
+
+    return {} if console.is_verbose() else {"runtime_env": {"worker_process_setup_hook": "study.console.quiet_worker"}}
+
+
 def start_ray(address: str | None, cpus_per_trial: float, gpus_per_trial: float = 0.0,
               source: str | Path = "") -> dict[str, float]:
     """Join `address` (or RAY_ADDRESS), else start a local Ray with the dashboard on 127.0.0.1 and
@@ -103,7 +113,8 @@ def start_ray(address: str | None, cpus_per_trial: float, gpus_per_trial: float 
         # "local": a new instance even if some `ray start` cluster runs on this machine; the CPUs this
         # process may use (its affinity, e.g. under taskset), where Ray would count the machine's.
         # Ray counts the GPUs itself (CUDA_VISIBLE_DEVICES is respected).
-        ctx = ray.init(address="local", num_cpus=available_cpus(), include_dashboard=True, dashboard_host="127.0.0.1")
+        ctx = ray.init(address="local", num_cpus=available_cpus(), include_dashboard=True, dashboard_host="127.0.0.1",
+                       **_quiet_workers())
         where = "started a local Ray"
     resources = {k: float(v) for k, v in ray.cluster_resources().items()}
     why = refusal(resources, cpus_per_trial, gpus_per_trial, source)
@@ -123,8 +134,8 @@ def start_ray(address: str | None, cpus_per_trial: float, gpus_per_trial: float 
         else:
             print("  token authentication is on: `ray get-auth-token` prints the token the dashboard asks for")
         print("  the dashboard has no Tune tab: the study shows as the driver job, its trial actors "
-              "(ImplicitFunc) and their logs (one line per epoch); per-trial views are the progress "
-              "table below and the report")
+              "(ImplicitFunc) and their logs (one line per epoch); per-trial views are the console, "
+              "`cvae-study status` and the report")
     return resources
 
 
@@ -149,6 +160,14 @@ def _checkpoint_config(spec: StudySpec) -> Any:
     if spec.objective == "last":
         return tune.CheckpointConfig(num_to_keep=2)
     return tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode)
+
+
+def _console(spec: StudySpec, place: Place) -> Any:
+    """The progress reporter: study.console's progress line, carrying Tune's table for --verbose."""
+    from study.console import StudyConsole
+
+    return StudyConsole(place.exp_dir, spec.metric, spec.num_trials, spec.max_epochs,
+                        spec.max_concurrent or 1, table=_progress_reporter(spec))
 
 
 def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool) -> Any:
@@ -191,7 +210,7 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
             sync_config=tune.SyncConfig(sync_period=REMOTE_SYNC_S) if place.remote else None,
             checkpoint_config=_checkpoint_config(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            progress_reporter=_progress_reporter(spec),
+            progress_reporter=_console(spec, place),
             verbose=1,
             callbacks=hooks,
         ),
@@ -215,6 +234,8 @@ def _parser() -> argparse.ArgumentParser:
                         "the study goes to <storage>/<name>/ (default: results)")
     p.add_argument("--smoke-test", action="store_true",
                    help=f"a seconds-long version: {SMOKE_TRIALS} trials of 2 short epochs, saved as <name>-smoke")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray Tune's status table and Ray's and Optuna's logs instead of the one progress line")
     return p
 
 
@@ -288,17 +309,25 @@ def _announce(spec: StudySpec, place: Place) -> None:
     print(f"study {spec.name}: {spec.num_trials} trials ({spec.sampler} over {', '.join(searched) or 'nothing'}"
           f"{f', {len(spec.seeds)} seeds each' if len(spec.seeds) > 1 else ''}), {StudyInfo.of(spec).scored_by}, "
           f"{at_once}, {spec.cpus_per_trial:g} CPU{gpus} each")
+    print(f"plan: {spec.num_trials * spec.max_epochs} trial-epochs ({spec.num_trials} trials x {spec.max_epochs} "
+          f"epochs{', fewer as ASHA stops trials' if spec.scheduler == 'asha' else ''})")
     print(f"results: {place.shown()}" + (f" (local copy of the study's own files: {place.exp_dir})" if place.remote else ""))
 
 
 def _fit(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool, address: str | None,
-         source: str) -> Any:
+         source: str, verbose: bool = False) -> Any:
     """Start or join Ray, run the study to its end (or an interruption) and return Tune's ResultGrid."""
     # Tune's live table (CLIReporter) instead of the newer output engine, which cannot show
     # define-by-run parameters; experiment state saved often, so a killed driver loses little.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # ... which Tune then warns is often: it is this study's choice, not a problem to report
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
+
+    from study.console import quiet_logs
+
+    quiet_logs(verbose)
 
     here = os.getcwd()
     resources = start_ray(address, spec.cpus_per_trial, spec.gpus_per_trial, source)
@@ -349,7 +378,14 @@ def _finish(spec: StudySpec, place: Place, results: Any, smoke_test: bool) -> bo
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Before Ray is imported: Ray's log deduplication folds the trials' epoch lines, which differ only
+    # in their numbers, into "[repeated 3x across cluster]" notes.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from study import console
+
+    console.set_verbose(args.verbose)
     try:
         spec, dataset = _prepare(args)
     except StudyError as e:
@@ -369,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         place.push(STUDY_COPY)
     _announce(spec, place)
     try:
-        results = _fit(spec, place, dataset, restore, args.address, args.study)
+        results = _fit(spec, place, dataset, restore, args.address, args.study, args.verbose)
     except StudyRunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,164 @@
+"""The study's console (study.console) and `cvae-study` (study.cli): the progress line from Tune's
+trials, the same figures from results/ alone for `status`, and (marked ray) a real study watched
+while it runs, after it is killed and after it finished."""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import ROOT
+from fake_results import HOLD, write_fake_study
+from study import console
+from study.analyze import analyze, ranking, read_study, winner
+from study.cli import main as cli
+from study.console import StudyConsole, fmt_s, live_progress, snapshot, study_state
+from study_helpers import (checkpoints, kill_session, run_cli, start_cli, study_cmd, tail, trial_dirs, wait_for,
+                           write_study)
+
+
+def _trial(status: str, epochs: int, epoch_s: float = 2.0) -> SimpleNamespace:
+    result = {"training_iteration": epochs, "time_total_s": epochs * epoch_s} if epochs else {}
+    return SimpleNamespace(status=status, last_result=result)
+
+
+def test_live_progress_counts_trials_and_estimates_from_epoch_times() -> None:
+    trials = [_trial("TERMINATED", 4), _trial("ERROR", 1), _trial("RUNNING", 2), _trial("PENDING", 0)]
+    p = live_progress(trials, total=6, epochs=4, concurrency=2)
+    assert (p.done, p.running, p.pending, p.errored) == (2, 1, 3, 1)
+    assert p.epochs_done == 7
+    assert p.epochs_left == 2 + 4 + 2 * 4  # the running trial's rest, the pending one, two not created yet
+    assert p.epoch_s == pytest.approx(2.0)
+    assert p.eta_s == pytest.approx(14 * 2.0 / 2)  # two at a time
+    line = p.line("val/psnr")
+    assert "2/6 trials done, 1 running, 3 pending (1 errored)" in line and "ETA 14s" in line
+
+
+def test_fmt_s() -> None:
+    assert [fmt_s(s) for s in (None, 4.4, 65, 3725)] == ["?", "4s", "1m05s", "1h02m"]
+
+
+def test_console_line_best_is_the_ranking_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = write_fake_study(tmp_path)
+    info = read_study(exp)
+    best = winner(ranking(analyze(exp), info))
+    reporter = StudyConsole(exp, "val/psnr", total=9, epochs=6, concurrency=2)
+    reporter = pickle.loads(pickle.dumps(reporter))  # Tune saves it with the experiment
+    reporter.setup(start_time=time.time() - 65)
+    trials = [_trial("TERMINATED", 6)] * 9
+    assert reporter.should_report(trials, done=False)
+    reporter.report(trials, True)
+    out = capsys.readouterr().out
+    assert "9/9 trials done, 0 running, 0 pending" in out and "elapsed 1m05s, ETA 0s" in out
+    assert f"best {best['setting']}: val/psnr {best['mean']:.2f} (mean of 3 seeds)" in out
+    assert re.search(r"[+-]\d+\.\d\d dB over the floor", out)
+
+
+def test_verbose_gives_tunes_table(tmp_path: Path) -> None:
+    calls = []
+    table = SimpleNamespace(should_report=lambda trials, done=False: True, setup=lambda **kw: None,
+                            report=lambda trials, done, *info: calls.append(done))
+    reporter = StudyConsole(tmp_path, "val/psnr", total=1, epochs=1, concurrency=1, table=table)
+    console.set_verbose(True)
+    try:
+        reporter.setup()
+        assert reporter.should_report([], False)
+        reporter.report([], False)
+    finally:
+        console.set_verbose(False)
+    assert calls == [False]
+
+
+def test_status_of_a_finished_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = write_fake_study(tmp_path)
+    (exp / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
+    state, p = snapshot(exp)
+    best = winner(ranking(analyze(exp), read_study(exp)))
+    assert state == "finished" and p.best is not None and p.best.setting == best["setting"]
+    assert p.best.floor == pytest.approx(HOLD)
+    assert cli(["status", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert f"{exp}: finished" in out and "9 of 9 ended" in out and "1 errored" in out
+    assert f"best {best['setting']}" in out
+
+
+def test_status_of_a_running_and_of_an_interrupted_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = write_fake_study(tmp_path, partial=True)
+    (exp / "tuner.pkl").write_bytes(b"")
+    assert study_state(exp) == "running"  # Tune's state saved just now: a live driver
+    _, p = snapshot(exp)
+    assert p.running == 1 and p.pending == 1 and p.eta_s is not None
+    old = time.time() - 2 * console.HEARTBEAT_S
+    for f in exp.glob("experiment_state-*.json"):
+        os.utime(f, (old, old))
+    state, p = snapshot(exp)
+    assert state == "interrupted" and p.running == 0 and p.pending == 2
+    assert cli(["status", str(exp)]) == 0
+    assert "interrupted (not running: rerun `cvae-study run" in capsys.readouterr().out
+
+
+def test_best_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = write_fake_study(tmp_path / "results")
+    assert cli(["best", str(exp)]) == 1  # no best.toml yet
+    assert "no best.toml yet" in capsys.readouterr().err
+    (exp / "best.toml").write_text("")
+    assert cli(["best", str(exp)]) == 0
+    assert f"python -m cvae.train --config {exp / 'best.toml'}" in capsys.readouterr().out
+    write_fake_study(tmp_path / "results", "other", partial=True)
+    assert cli(["list", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out] == [["fake", "finished"], ["other", "foreign"]]
+
+
+def test_cli_help_forwards_run_and_report() -> None:
+    for cmd, prog in (("run", "python -m study.run"), ("report", "python -m study.report")):
+        r = subprocess.run([sys.executable, "-m", "study.cli", cmd, "--help"], cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+        assert r.returncode == 0 and prog in r.stdout
+    assert "--verbose" in r.stdout or cmd == "report"
+
+
+def _status(exp: Path, cwd: Path, cache: Path) -> str:
+    r = run_cli([sys.executable, "-m", "study.cli", "status", str(exp)], cwd, cache, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_quiet_console_and_status_running_killed_finished(tmp_path: Path, cache_dir: Path) -> None:
+    study = write_study(tmp_path / "watch.toml", study={"name": "watch", "num_samples": 3}, train={"epochs": 4})
+    exp = tmp_path / "results" / "watch"
+    log = tmp_path / "first.log"
+    proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
+    try:
+        wait_for(lambda: exp.is_dir() and any(checkpoints(t) for t in trial_dirs(exp)), 240,
+                 "a first trial checkpoint", proc, log)
+        running = _status(exp, tmp_path, cache_dir)
+        assert f"{exp}: running" in running and "ETA" in running, running
+    finally:
+        kill_session(proc)
+    first = log.read_text(errors="replace")
+    assert "plan: 12 trial-epochs (3 trials x 4 epochs)" in first
+    assert re.search(r"\[trial \w+\] epoch 0 val/psnr", first)
+    assert re.search(r"\d/3 trials done, \d running, \d pending \| best", first), tail(log)
+    for noise in ("== Status ==", "repeated", "Checkpoint successfully created"):
+        assert noise not in first, f"{noise!r} in the quiet console:\n{first[-3000:]}"
+    # The driver is gone: once its Tune state is older than the heartbeat, the study is interrupted.
+    old = time.time() - 2 * console.HEARTBEAT_S
+    for f in exp.glob("experiment_state-*.json"):
+        os.utime(f, (old, old))
+    assert f"{exp}: interrupted" in _status(exp, tmp_path, cache_dir)
+
+    r = run_cli(study_cmd(study, "--verbose"), tmp_path, cache_dir)
+    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    assert "resuming the unfinished study" in r.stdout and "== Status ==" in r.stdout
+    done = _status(exp, tmp_path, cache_dir)
+    assert f"{exp}: finished" in done and "3 of 3 ended" in done and "over the floor" in done
