@@ -1,6 +1,7 @@
-"""The running study's live report: a Ray Tune callback that rebuilds report.html as trials end.
+"""Ray Tune callbacks of a running study: ReportCallback rebuilds report.html as trials end;
+TimeBudget ends the study cleanly after `[study] time_budget_s`.
 
-It belongs to running a study (study.run adds it to the Tuner), not to drawing one: it only starts
+The report callback belongs to running a study (study.run adds it to the Tuner), not to drawing one: it only starts
 `python -m study.report <study_dir>`, which reads the results on disk like any later rebuild.
 """
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -139,4 +141,36 @@ class ReportCallback(Callback):
         self.wait(pending=False)
 
 
-__all__ = ["ReportCallback"]
+class TimeBudget(Callback):
+    """Ends this run of the study after `seconds`, as Ctrl-C does: Tune saves its state, trials that
+    have ended are kept, the running ones stay unfinished and the rest are not created; rerunning
+    the study resumes it (with a new budget). It sends the driver SIGUSR1, Tune's own signal for
+    "stop gracefully". TuneConfig(time_budget_s) is not used: it terminates the running trials as if
+    they had completed and marks the searcher finished, so a resumed study would never go on.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._start: float | None = None
+        self._sent = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["seconds"])
+
+    def setup(self, **info: Any) -> None:
+        self._start, self._sent = time.monotonic(), False  # each run of the study has the whole budget
+
+    def on_step_end(self, iteration: int = 0, trials: Any = None, **info: Any) -> None:
+        if self._start is None:
+            self._start = time.monotonic()
+        if not self._sent and time.monotonic() - self._start >= self.seconds:
+            self._sent = True
+            print(f"time budget of {self.seconds:g} s reached: stopping cleanly (ended trials are kept; "
+                  f"run the same command again to go on)", flush=True)
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+__all__ = ["ReportCallback", "TimeBudget"]

@@ -12,8 +12,12 @@ the same figures from results/ alone for `cvae-study status` (running, killed or
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -202,6 +206,7 @@ class StudyConsole(ProgressReporter):
     def setup(self, start_time: float | None = None, total_samples: int | None = None, metric: str | None = None,
               mode: str | None = None, **kwargs: Any) -> None:
         self._start = start_time or time.time()
+        mark_driver(self.exp_dir)
         if self._verbose() and self.table is not None:
             self.table.setup(start_time=start_time, total_samples=total_samples, metric=metric, mode=mode, **kwargs)
 
@@ -268,6 +273,43 @@ class StudyConsole(ProgressReporter):
             self._bar = None
 
 
+def mark_driver(exp_dir: str | Path) -> None:
+    """Say in the study folder which process drives it (study.place.DRIVER), for `status`."""
+    from study.place import DRIVER
+
+    with contextlib.suppress(OSError):
+        (Path(exp_dir) / DRIVER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                        "started": time.time()}) + "\n", encoding="utf-8")
+
+
+def unmark_driver(exp_dir: str | Path) -> None:
+    """The driver is ending: remove its mark (a killed driver leaves it, and is seen dead by its pid)."""
+    from study.place import DRIVER
+
+    with contextlib.suppress(OSError):
+        (Path(exp_dir) / DRIVER).unlink()
+
+
+def _driver_alive(exp_dir: Path) -> bool | None:
+    """Whether the driver named in the study folder runs: None when that cannot be told from here
+    (no mark, or another host's)."""
+    from study.place import DRIVER
+
+    try:
+        mark = json.loads((exp_dir / DRIVER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if mark.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(mark["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return None
+    return True
+
+
 def _heartbeat(exp_dir: Path) -> float | None:
     """When the driver last saved Tune's experiment state (every second while it runs)."""
     stamps = [f.stat().st_mtime for f in exp_dir.glob("experiment_state-*.json")]
@@ -276,15 +318,19 @@ def _heartbeat(exp_dir: Path) -> float | None:
 
 def study_state(exp_dir: str | Path) -> str:
     """study.place's state of a study folder, with an unfinished one told apart: "running" (its
-    driver saved Tune's state in the last HEARTBEAT_S seconds) or "interrupted" (rerun to resume)."""
+    driver, named in study.place.DRIVER, is alive; on another host: it saved Tune's state in the last
+    HEARTBEAT_S seconds) or "interrupted" (rerun to resume)."""
     from study.place import Place
 
     exp_dir = Path(exp_dir)
     state = Place(exp_dir).state()
     if state != "unfinished":
         return state
-    beat = _heartbeat(exp_dir)
-    return "running" if beat is not None and time.time() - beat < HEARTBEAT_S else "interrupted"
+    alive = _driver_alive(exp_dir)
+    if alive is None:
+        beat = _heartbeat(exp_dir)
+        alive = beat is not None and time.time() - beat < HEARTBEAT_S
+    return "running" if alive else "interrupted"
 
 
 def snapshot(exp_dir: str | Path) -> tuple[str, Progress]:
@@ -343,5 +389,6 @@ def _started(exp_dir: Path) -> float | None:
     return min(starts) if starts else None
 
 
-__all__ = ["Best", "Progress", "StudyConsole", "best_so_far", "fmt_s", "is_verbose", "live_progress", "quiet_logs",
-           "quiet_worker", "set_verbose", "snapshot", "study_state"]
+__all__ = ["Best", "Progress", "StudyConsole", "best_so_far", "fmt_s", "is_verbose", "live_progress", "mark_driver", "quiet_logs",
+           "quiet_worker", "set_verbose", "snapshot", "study_state",
+           "unmark_driver"]

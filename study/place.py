@@ -36,6 +36,7 @@ OPTUNA_DB = "optuna.db"  # Optuna's RDB storage (sqlite): optuna.load_study(stud
 FINISHED = "finished.json"  # written when every trial has ended: the study is complete
 BEST = "best.toml"  # the best configuration as a single-run config for `python -m cvae.train`
 REPORT = "report.html"  # study.report's page
+DRIVER = "driver.json"  # the running driver's pid and host (study.console; removed when it exits)
 TABLES = "tables"  # study.analyze's parquet tables (and the report's cached rollouts)
 # Ray Tune's files in each trial folder (<name>/<trial>/), beside its checkpoint_NNNNNN/ folders.
 TRIAL_PARAMS = "params.json"  # the sampled configuration
@@ -220,6 +221,6 @@ def existing_place(where: str) -> Place:
     return place
 
 
-__all__ = ["BEST", "FINISHED", "OPTUNA_DB", "REPORT", "STUDY_COPY", "TABLES", "TRIAL_ERROR", "TRIAL_PARAMS",
+__all__ = ["BEST", "DRIVER", "FINISHED", "OPTUNA_DB", "REPORT", "STUDY_COPY", "TABLES", "TRIAL_ERROR", "TRIAL_PARAMS",
            "TRIAL_RESULTS", "Place", "PlaceError", "existing_place", "same_study", "state_of", "storage_problem",
            "study_place"]

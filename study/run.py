@@ -34,6 +34,7 @@ from typing import Any, Sequence
 from cvae.config import ConfigError
 from cvae.data import Dataset, DatasetError, clear_cache, load_dataset
 from cvae.device import available_cpus
+from study._compat import trial_states
 from study.analyze import StudyInfo
 from study.best import conclude
 from study.place import BEST, FINISHED, OPTUNA_DB, REPORT, STUDY_COPY, Place, PlaceError, same_study, study_place
@@ -175,7 +176,7 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
     ResultGrid."""
     from ray import tune
 
-    from study.callbacks import ReportCallback
+    from study.callbacks import ReportCallback, TimeBudget
     from study.space import make_scheduler, make_searcher, sqlite_storage
     from study.trainable import train_cvae
 
@@ -196,6 +197,8 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
     # rebuilds report.html as trials end (logs, never raises); for a URI study the trials' results
     # are on the URI: the report is built once, at the end
     hooks = [ReportCallback(place.exp_dir)] if place.remote is None else []
+    if spec.time_budget_s is not None:
+        hooks.append(TimeBudget(spec.time_budget_s))
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(spec), num_samples=spec.num_trials,
@@ -359,6 +362,10 @@ def _finish(spec: StudySpec, place: Place, results: Any, smoke_test: bool) -> bo
 
         place.pull()
         export_searcher_study(exp_dir, exp_dir / OPTUNA_DB, spec.name)
+    if finished and any(status not in ("TERMINATED", "ERROR") for _, status in trial_states(exp_dir).values()):
+        # Interrupted (Ctrl-C, the time budget) after its last trial started: the ResultGrid counts the
+        # stopped trials as terminated, Tune's saved state (what a resume reads) does not.
+        finished, counts = False, f"{counts}; interrupted while trials ran"
     if finished:  # before the analysis: it tells a trial stopped early from one still running
         (exp_dir / FINISHED).write_text(json.dumps({
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trials": len(results), "expected": spec.num_trials,
@@ -409,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyRunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        console.unmark_driver(place.exp_dir)
     return 0 if _finish(spec, place, results, args.smoke_test) else 1
 
 

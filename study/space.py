@@ -7,7 +7,7 @@ in a SeedRepeater and a ConcurrencyLimiter:
       SeedRepeater(seeds, objective)        one Optuna suggestion -> one trial per seed; tells Optuna
                                             the mean of the seeds' scores and the per-epoch means
         OptunaSearch(define_by_run(spec), metric, mode, sampler, storage, study_name,
-                     points_to_evaluate=the grid, for the grid sampler)
+                     points_to_evaluate=the grid (grid sampler) or the warm start)
 
 Pass `spec.num_trials` as TuneConfig(num_samples=...) and metric/mode to no one else but the
 scheduler (`make_scheduler`): OptunaSearch already has them.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -84,19 +85,31 @@ def grid_queue(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The study's Optuna sampler, seeded with spec.seed: TPE or random. The grid sampler is a queue
+    """The study's Optuna sampler, seeded with spec.seed: TPE with spec.tpe's options
+    (multivariate, group, constant_liar, n_startup_trials), or random. The grid sampler is a queue
     of configurations (grid_queue, OptunaSearch's points_to_evaluate) that Optuna serves before its
     sampler: random, never reached."""
     if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed)
+        with warnings.catch_warnings():
+            # `group` is marked experimental since Optuna 2.8; the study file chose it knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=spec.seed, **spec.tpe)
     return optuna.samplers.RandomSampler(seed=spec.seed)
 
 
+def first_points(spec: StudySpec) -> list[dict[str, Any]] | None:
+    """What Optuna runs before its sampler (OptunaSearch's points_to_evaluate, enqueued trials): the
+    grid's queue, or the warm start ([search] start_from, points_to_evaluate); None if neither."""
+    if spec.sampler == "grid":
+        return grid_queue(spec)
+    return [dict(p) for p in spec.warm_start] or None
+
+
 def optuna_search(spec: StudySpec, storage: optuna.storages.BaseStorage | None = None) -> OptunaSearch:
-    """OptunaSearch over the study's space, with its sampler (and its grid, for the grid sampler)."""
+    """OptunaSearch over the study's space, with its sampler and first points (first_points)."""
     return OptunaSearch(
         space=define_by_run(spec), metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
-        storage=storage, study_name=spec.name, points_to_evaluate=grid_queue(spec) if spec.sampler == "grid" else None,
+        storage=storage, study_name=spec.name, points_to_evaluate=first_points(spec),
     )
 
 
@@ -277,5 +290,5 @@ def _epoch_means(reports: Any) -> list[tuple[int, float]]:
     return [(e, sum(vs) / len(vs)) for e, vs in sorted(by_epoch.items())]
 
 
-__all__ = ["DefineByRun", "SEED_KEY", "SeedRepeater", "define_by_run", "export_searcher_study", "grid_queue",
+__all__ = ["DefineByRun", "SEED_KEY", "SeedRepeater", "define_by_run", "export_searcher_study", "first_points", "grid_queue",
            "make_sampler", "make_scheduler", "make_searcher", "optuna_search", "sqlite_storage"]

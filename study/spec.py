@@ -15,7 +15,7 @@ import math
 import re
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence, Union, get_args, get_origin
@@ -32,8 +32,12 @@ log = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = ("study", "search", "data", "model", "train", "space")
 STUDY_KEYS: tuple[str, ...] = ("name", "description", "metric", "mode", "objective", "num_samples", "seed", "seeds",
-                               "max_concurrent", "cpus_per_trial", "gpus_per_trial")
-SEARCH_KEYS: tuple[str, ...] = ("sampler", "scheduler", "grace_period", "reduction_factor", "max_failures")
+                               "max_concurrent", "cpus_per_trial", "gpus_per_trial",
+                               "time_budget_s")
+SEARCH_KEYS: tuple[str, ...] = ("sampler", "scheduler", "grace_period", "reduction_factor", "max_failures",
+                                *("multivariate", "group", "constant_liar", "n_startup_trials"),  # TPE's options
+                                "start_from", "points_to_evaluate")  # warm start: the first configurations
+TPE_OPTIONS: tuple[str, ...] = ("multivariate", "group", "constant_liar", "n_startup_trials")
 PARAM_KEYS: tuple[str, ...] = ("low", "high", "log", "step", "type", "choices", "value", "when")
 SAMPLERS: tuple[str, ...] = ("tpe", "grid", "random")
 SCHEDULERS: tuple[str, ...] = ("none", "asha")
@@ -145,6 +149,11 @@ class StudySpec:
     space: tuple[Param, ...]
     description: str | None  # free text shown in the report
     raw_text: str  # the file's text, to copy beside the results
+    # TPESampler's options (multivariate, group, constant_liar, n_startup_trials); {} for other samplers
+    tpe: dict[str, Any] = field(default_factory=dict)
+    # the first configurations to run ([search] start_from's best.toml files, then points_to_evaluate)
+    warm_start: tuple[dict[str, Any], ...] = ()
+    time_budget_s: float | None = None  # the study stops cleanly after this long (None: no limit)
 
     def base_config(self) -> Config:
         """The config of the fixed values alone (first seed; [space] parameters at their fallback)."""
@@ -335,6 +344,16 @@ class _Parser:
         self._build(fixed, seeds[0])
         space = self._space(raw.get("space", {}), fixed)
         self._check_devices(fixed, space, gpus_per_trial)
+        tpe = self._tpe(search, sampler, space)
+        warm_start = self._warm_start(search, sampler, space)
+        if len(warm_start) > num_samples:
+            raise self.err("search.start_from" if "start_from" in search else "search.points_to_evaluate",
+                           f"{len(warm_start)} warm-start configurations, more than study.num_samples = {num_samples}")
+        time_budget_s = None
+        if "time_budget_s" in study:
+            time_budget_s = self._number(study, "study.time_budget_s", None)
+            if time_budget_s <= 0:
+                raise self.err("study.time_budget_s", f"must be > 0 seconds, got {time_budget_s}")
 
         if sampler == "grid":
             for p in space:
@@ -347,6 +366,7 @@ class _Parser:
             gpus_per_trial=gpus_per_trial, sampler=sampler,
             scheduler=scheduler, grace_period=grace_period, reduction_factor=reduction_factor,
             max_failures=max_failures, fixed=fixed, space=space, description=description, raw_text=text,
+            tpe=tpe, warm_start=warm_start, time_budget_s=time_budget_s,
         )
         if sampler == "grid" and spec.grid_size() is None:
             raise self.err("space", f"the grid has more than {MAX_GRID} configurations; narrow it or use tpe/random")
@@ -430,6 +450,80 @@ class _Parser:
         if v not in choices:
             raise self.err(key, f"must be one of {', '.join(map(repr, choices))}, got {v!r}{_hint(v, choices)}")
         return v
+
+    def _bool(self, table: Mapping[str, Any], key: str, default: Any) -> bool:
+        v = self._get(table, key, default)
+        if not isinstance(v, bool):
+            raise self.err(key, f"must be true or false, got {_typename(v)} {v!r}")
+        return v
+
+    # [search]: the sampler's options and the warm start
+
+    def _tpe(self, search: Mapping[str, Any], sampler: str, space: Sequence[Param]) -> dict[str, Any]:
+        """TPESampler's options. Defaults: multivariate TPE, with group decomposition when [space] is
+        conditional and the constant liar for trials in flight (what Optuna's TPESampler docs give for
+        conditional spaces and parallel trials); Optuna's 10 random startup trials."""
+        if sampler != "tpe":
+            for k in TPE_OPTIONS:
+                if k in search:
+                    raise self.err(f"search.{k}", 'only applies with sampler = "tpe"')
+            return {}
+        multivariate = self._bool(search, "search.multivariate", True)
+        group = self._bool(search, "search.group", multivariate and any(p.when for p in space))
+        if group and not multivariate:
+            raise self.err("search.group", "needs multivariate = true (Optuna's TPESampler rule)")
+        return {"multivariate": multivariate, "group": group,
+                "constant_liar": self._bool(search, "search.constant_liar", True),
+                "n_startup_trials": self._int(search, "search.n_startup_trials", 10, minimum=0)}
+
+    def _warm_start(self, search: Mapping[str, Any], sampler: str, space: Sequence[Param]) -> tuple[dict[str, Any], ...]:
+        """[search] start_from (best.toml files: their values of this study's searched parameters) and
+        points_to_evaluate (tables of parameter values), in that order."""
+        files = search.get("start_from", [])
+        points = search.get("points_to_evaluate", [])
+        if (files or points) and sampler == "grid":
+            key = "search.start_from" if files else "search.points_to_evaluate"
+            raise self.err(key, "the grid sampler runs every configuration already; use tpe or random to start from these")
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise self.err("search.start_from", f"must be a list of best.toml paths, got {files!r}")
+        if not isinstance(points, list) or not all(isinstance(pt, dict) for pt in points):
+            raise self.err("search.points_to_evaluate", f"must be a list of tables ({{ name = value, ... }}), got {points!r}")
+        searched = [p for p in space if p.kind != "fixed"]
+        out: list[dict[str, Any]] = []
+        for f in files:
+            out.append(self._point_from_file(f, searched))
+        for i, pt in enumerate(points):
+            key = f"search.points_to_evaluate[{i}]"
+            names = {p.name: p for p in searched}
+            point: dict[str, Any] = {}
+            for name, v in pt.items():
+                p = names.get(name)
+                if p is None:
+                    raise self.err(key, f"{name!r} is not a searched [space] parameter{_hint(name, names)}")
+                if not p.can_take(v):
+                    raise self.err(key, f"{name} = {v!r} is not a value of space.{name}")
+                point[name] = v
+            out.append(_active(point, searched))
+        return tuple(out)
+
+    def _point_from_file(self, f: str, searched: Sequence[Param]) -> dict[str, Any]:
+        # A relative path is from the current directory, where results/ is (as --storage).
+        path = Path(f).expanduser().resolve()
+        try:
+            config = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise self.err("search.start_from", f"{f}: cannot read it ({e.strerror or e}); a relative path is "
+                                                f"from the current directory, e.g. results/kl/best.toml") from None
+        except tomllib.TOMLDecodeError as e:
+            raise self.err("search.start_from", f"{f}: not TOML ({e})") from None
+        point: dict[str, Any] = {}
+        for p in searched:
+            v = config.get(p.section, {}).get(p.name) if isinstance(config.get(p.section), dict) else None
+            if v is not None and p.can_take(v):  # a value outside this study's range: Optuna samples it
+                point[p.name] = v
+            elif v is not None:
+                log.warning("%s: start_from %s: %s = %r is outside space.%s; sampled instead", self.src, f, p.name, v, p.name)
+        return _active(point, searched)
 
     # the fixed [data], [model] and [train] tables
 
@@ -706,6 +800,15 @@ def _candidates(p: Param) -> tuple[Any, ...]:
     if values is not None and len(values) <= 8:
         return values
     return (p.low, p.high)
+
+
+def _active(point: Mapping[str, Any], space: Sequence[Param]) -> dict[str, Any]:
+    """The values of `point` whose parameter is active given the others (a `when` that fails drops it)."""
+    out: dict[str, Any] = {}
+    for p in space:  # dependency order
+        if p.name in point and p.active(out):
+            out[p.name] = point[p.name]
+    return out
 
 
 def _count_points(params: Sequence[Param], values: Mapping[str, Sequence[Any]], cap: int = MAX_GRID) -> int:

@@ -102,6 +102,13 @@ def test_status_of_a_running_and_of_an_interrupted_study(tmp_path: Path, capsys:
     assert state == "interrupted" and p.running == 0 and p.pending == 2
     assert cli(["status", str(exp)]) == 0
     assert "interrupted (not running: rerun `cvae-study run" in capsys.readouterr().out
+    console.mark_driver(exp)  # this process drives it: alive, whatever the state's age
+    assert study_state(exp) == "running"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (exp / "driver.json").write_text((exp / "driver.json").read_text().replace(str(os.getpid()), dead.stdout.strip()))
+    assert study_state(exp) == "interrupted"
+    console.unmark_driver(exp)
+    assert not (exp / "driver.json").exists()
 
 
 def test_best_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -151,14 +158,12 @@ def test_quiet_console_and_status_running_killed_finished(tmp_path: Path, cache_
     assert re.search(r"\d/3 trials done, \d running, \d pending \| best", first), tail(log)
     for noise in ("== Status ==", "repeated", "Checkpoint successfully created"):
         assert noise not in first, f"{noise!r} in the quiet console:\n{first[-3000:]}"
-    # The driver is gone: once its Tune state is older than the heartbeat, the study is interrupted.
-    old = time.time() - 2 * console.HEARTBEAT_S
-    for f in exp.glob("experiment_state-*.json"):
-        os.utime(f, (old, old))
+    assert (exp / "driver.json").is_file()  # SIGKILL: the mark stays, its pid is gone
     assert f"{exp}: interrupted" in _status(exp, tmp_path, cache_dir)
 
     r = run_cli(study_cmd(study, "--verbose"), tmp_path, cache_dir)
     assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     assert "resuming the unfinished study" in r.stdout and "== Status ==" in r.stdout
+    assert not (exp / "driver.json").exists()
     done = _status(exp, tmp_path, cache_dir)
     assert f"{exp}: finished" in done and "3 of 3 ended" in done and "over the floor" in done
