@@ -264,6 +264,12 @@ def smoke_spec(spec: StudySpec) -> StudySpec:
         search["sampler"] = "random"  # a grid would not fit in SMOKE_TRIALS trials
     if spec.scheduler == "asha":
         search["grace_period"] = 1
+    # the warm start's first configurations, as many as the smoke study runs
+    files = search.get("start_from", [])[:SMOKE_TRIALS]
+    points = search.get("points_to_evaluate", [])[:SMOKE_TRIALS - len(files)]
+    for key, value in (("start_from", files), ("points_to_evaluate", points)):
+        if key in search:
+            search[key] = value
     return parse_spec(tomli_w.dumps(raw), spec.path)
 
 

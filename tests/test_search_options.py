@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from study.space import first_points, grid_queue, make_sampler, make_searcher
-from study.spec import StudyError, load_spec
+from study.spec import SMOKE_TRIALS, StudyError, load_spec, smoke_spec
 from study_helpers import SMOKE, result_rows, run_cli, study_cmd, trial_dirs, write_study
 
 CONDITIONAL = {"kl_anneal_type": {"choices": ["Monotonic", "Cyclical", "None"]},
@@ -72,6 +72,12 @@ def test_warm_start_from_best_toml_then_explicit_points(tmp_path: Path, monkeypa
     configs = [searcher.suggest(f"t{i}") for i in range(3)]
     assert configs[0] == {"kl_anneal_type": "Cyclical", "kl_anneal_cycle": 5, "tfr": 0.75}
     assert configs[1]["kl_anneal_type"] == "None" and "kl_anneal_cycle" not in configs[1]
+
+
+def test_smoke_test_keeps_as_many_warm_points_as_it_runs(tmp_path: Path) -> None:
+    points = [{"tfr": 0.1}, {"tfr": 0.2}, {"tfr": 0.3}]
+    spec = load_spec(write_study(tmp_path / "w.toml", search={"points_to_evaluate": points}))
+    assert first_points(smoke_spec(spec)) == points[:SMOKE_TRIALS]
 
 
 def test_grid_keeps_its_queue_and_refuses_a_warm_start(tmp_path: Path) -> None:
