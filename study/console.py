@@ -29,6 +29,7 @@ from ray.tune import ProgressReporter
 log = logging.getLogger(__name__)
 
 FLOOR = "val/psnr_hold"  # the floor every PSNR stands beside (contract 9)
+BEST_EVERY_S = 5.0  # the console's best-so-far is read again at most this often while no trial ends
 HEARTBEAT_S = 30.0  # a study whose Tune state was saved less than this ago has a live driver
 _VERBOSE: bool | None = None  # this process's choice (set_verbose); a restored reporter follows it
 
@@ -191,8 +192,8 @@ class StudyConsole(ProgressReporter):
         self._last_key: tuple[int, int] | None = None
         self._best: Best | None = None
         self._best_key: tuple[int, int] | None = None
+        self._best_at = -math.inf
         self._last_line = ""
-        self._ended = 0
         self._base_epochs: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -239,8 +240,11 @@ class StudyConsole(ProgressReporter):
         p = live_progress(trials, self.total, self.epochs, self.concurrency)
         p.elapsed_s = time.time() - self._start
         key = (p.epochs_done, p.done)
-        if key != self._best_key or done:  # the ranking only moves when a trial reports or ends
-            self._best_key = key
+        # The ranking only moves when a trial reports or ends; it reads every trial's results, so
+        # a new epoch alone refreshes it at most every BEST_EVERY_S seconds.
+        due = time.monotonic() - self._best_at >= BEST_EVERY_S or p.done != (self._best_key or (0, -1))[1]
+        if done or (key != self._best_key and due):
+            self._best_key, self._best_at = key, time.monotonic()
             try:
                 self._best, _ = best_so_far(self.exp_dir)
             except Exception as e:  # noqa: BLE001 - a console line never breaks a study
