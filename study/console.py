@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FLOOR = "val/psnr_hold"  # the floor every PSNR stands beside (contract 9)
 BEST_EVERY_S = 5.0  # the console's best-so-far is read again at most this often while no trial ends
+SYNC_LAG_S = 3.0  # how far Tune's results on disk may lag its trials in memory
 HEARTBEAT_S = 30.0  # a study whose Tune state was saved less than this ago has a live driver
 _VERBOSE: bool | None = None  # this process's choice (set_verbose); a restored reporter follows it
 
@@ -193,6 +194,8 @@ class StudyConsole(ProgressReporter):
         self._best: Best | None = None
         self._best_key: tuple[int, int] | None = None
         self._best_at = -math.inf
+        self._seen_key: tuple[int, int] | None = None
+        self._changed_at = -math.inf
         self._last_line = ""
         self._base_epochs: int | None = None
 
@@ -239,14 +242,20 @@ class StudyConsole(ProgressReporter):
         self._last_print = time.monotonic()
         p = live_progress(trials, self.total, self.epochs, self.concurrency)
         p.elapsed_s = time.time() - self._start
-        key = (p.epochs_done, p.done)
-        # The ranking only moves when a trial reports or ends; it reads every trial's results, so
-        # a new epoch alone refreshes it at most every BEST_EVERY_S seconds.
-        due = time.monotonic() - self._best_at >= BEST_EVERY_S or p.done != (self._best_key or (0, -1))[1]
+        # The ranking only moves when a trial reports or ends. It is read from the results on disk,
+        # which Tune syncs from its staging folder with the experiment state (about every second):
+        # read again until a read comes SYNC_LAG_S after the last change. It reads every trial's
+        # results, so a new epoch alone refreshes it at most every BEST_EVERY_S seconds.
+        now, key = time.monotonic(), (p.epochs_done, p.done)
+        if key != self._seen_key:
+            self._seen_key, self._changed_at = key, now
+        due = now - self._best_at >= BEST_EVERY_S or p.done != (self._best_key or (0, -1))[1]
         if done or (key != self._best_key and due):
-            self._best_key, self._best_at = key, time.monotonic()
+            self._best_at = now
             try:
                 self._best, _ = best_so_far(self.exp_dir)
+                if now - self._changed_at >= SYNC_LAG_S:
+                    self._best_key = key
             except Exception as e:  # noqa: BLE001 - a console line never breaks a study
                 log.debug("best so far of %s: %s", self.exp_dir, e)
         p.best = self._best
