@@ -27,7 +27,9 @@ SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # written by SearchGenerator.save_
 def trial_states(exp_dir: str | Path) -> dict[str, tuple[str, str]]:
     """Trial folder name -> (trial id, Tune status: TERMINATED, ERROR, RUNNING, PENDING, ...), from the
     newest experiment state on disk ({} when there is none or it cannot be read)."""
-    states = sorted(Path(exp_dir).glob(EXPERIMENT_STATE_GLOB), key=lambda p: (p.stat().st_mtime, p.name))
+    # Newest by the session start in the name: a restored run re-syncs the older sessions' files
+    # when it ends, so their mtimes are newer than the state that run itself saved.
+    states = sorted(Path(exp_dir).glob(EXPERIMENT_STATE_GLOB), key=lambda p: (p.name, p.stat().st_mtime))
     if not states:
         return {}
     try:

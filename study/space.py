@@ -146,12 +146,14 @@ def export_searcher_study(exp_dir: str | Path, db: str | Path, study_name: str) 
 
 def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage | None = None) -> Searcher:
     """OptunaSearch over the study's space behind a SeedRepeater (which tells it the study's
-    objective) and a ConcurrencyLimiter.
+    objective) and a ConcurrencyLimiter of spec.max_concurrent (none when it is None).
 
     Run it with TuneConfig(search_alg=..., num_samples=spec.num_trials) and no metric/mode there.
     """
     repeated = SeedRepeater(optuna_search(spec, storage), spec.seeds, spec.objective,
                             key=SEED_KEY if len(spec.seeds) > 1 else None)
+    if spec.max_concurrent is None:  # as many at once as the cluster's resources hold (study.run sets it)
+        return repeated
     return ConcurrencyLimiter(repeated, max_concurrent=spec.max_concurrent)
 
 
