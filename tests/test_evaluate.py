@@ -78,9 +78,11 @@ def test_learning_budget_prints_its_json_lines(tmp_path: Path, cache_dir: Path) 
     lines = [json.loads(x) for x in done.stdout.splitlines()]
     points = [x for x in lines if "seed" in x]
     assert [(p["seed"], p["epoch"]) for p in points] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    per_epoch = points[0]["steps"]  # the smoke config's steps per epoch (at most 3)
+    assert 1 <= per_epoch <= 3
     for p in points:
         assert p["gain_db"] == pytest.approx(p["val_psnr"] - p["val_psnr_hold"], abs=2e-3)
-        assert p["cpu_s"] > 0 and p["steps"] == 3 * p["epoch"]
+        assert p["cpu_s"] > 0 and p["steps"] == per_epoch * p["epoch"]
         assert {"val_psnr_step", "val_psnr_step_hold", "db_per_cpu_min"} <= set(p)
     means = [x for x in lines if "gain_db_mean" in x]
     assert [x["epoch"] for x in means] == [1, 2]
