@@ -99,7 +99,9 @@ def test_time_budget_ends_the_study_and_a_rerun_resumes_it(tmp_path: Path, cache
     r = run_cli(study_cmd(study), tmp_path, cache_dir)
     assert r.returncode == 1, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"  # unfinished: rerun to resume
     assert "time budget of 15 s reached" in r.stdout and "run the same command again" in r.stdout
-    assert not (exp / "finished.json").exists() and len(trial_dirs(exp)) < 4
+    # The budget ended it before every trial ran to its end (how many had started depends on the machine's speed).
+    ended = [d for d in trial_dirs(exp) if (rows := result_rows(d)) and rows[-1]["epoch"] == 3]
+    assert not (exp / "finished.json").exists() and len(ended) < 4
     for _ in range(8):  # each rerun has the whole budget again (Ray start-up aside)
         r = run_cli(study_cmd(study), tmp_path, cache_dir)
         assert "resuming the unfinished study" in r.stdout
