@@ -236,6 +236,32 @@ def stop_sessions(procs: list[subprocess.Popen[bytes]]) -> list[int]:
     return [pid for p in procs for pid in _session_pids(p.pid)]
 
 
+def start_ray_head(root: Path, env: dict[str, str], *args: str,
+                   timeout_s: float = 120) -> tuple[subprocess.Popen[bytes], str, str, Path]:
+    """`ray start --head --block` on loopback with `args` (e.g. "--num-cpus=1"); waits until its node is
+    alive and returns (process, GCS address, dashboard URL, log). Ray gives the head's raylet a fixed
+    30 s to register with the GCS, which a loaded 2-core machine missed once in CI ("The current node
+    timed out during startup"): a head that exits while starting gets one more try, on fresh ports."""
+    for attempt in (1, 2):
+        gcs, dash, client = free_ports(3)
+        address, log = f"127.0.0.1:{gcs}", root / f"ray-head-{attempt}.log"
+        node = start_ray_node(["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+                               f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
+                               f"--temp-dir={root / f'h{attempt}'}", "--object-store-memory=100000000",
+                               *node_ports(), *args], env, log)
+        deadline = time.monotonic() + timeout_s
+        while node.poll() is None and alive_ray_nodes(address, env) < 1:
+            if time.monotonic() > deadline:
+                stop_sessions([node])
+                raise AssertionError(f"the Ray head did not start:\n{tail(log)}")
+            time.sleep(1)
+        if node.poll() is None:
+            return node, address, f"http://127.0.0.1:{dash}", log
+        assert attempt == 1, f"the Ray head did not start:\n{tail(log)}"
+        stop_sessions([node])
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def ray_head(root: Path, cache: Path, *resources: str, start_timeout_s: float = 120) -> Iterator[str]:
     """A one-node Ray on loopback, `ray start --head --block` with `resources` (e.g. "--num-cpus=2",
@@ -246,17 +272,8 @@ def ray_head(root: Path, cache: Path, *resources: str, start_timeout_s: float = 
     env["RAY_AUTH_MODE"] = "token"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True, timeout=60)
-    gcs, dash, client = free_ports(3)
-    address, log = f"127.0.0.1:{gcs}", root / "ray-head.log"
-    node = start_ray_node(["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-                           f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
-                           f"--temp-dir={root / 'ray'}", "--object-store-memory=100000000", *node_ports(), *resources],
-                          env, log)
+    node, address, _, _ = start_ray_head(root, env, *resources, timeout_s=start_timeout_s)
     try:
-        deadline = time.monotonic() + start_timeout_s
-        while alive_ray_nodes(address, env) < 1:
-            assert time.monotonic() < deadline and node.poll() is None, f"the Ray head did not start:\n{tail(log)}"
-            time.sleep(1)
         yield address
     finally:
         left = stop_sessions([node])

@@ -25,8 +25,8 @@ import pytest
 
 from cvae.checkpoint import verify_checkpoint
 from study.spec import load_spec
-from study_helpers import (ROOT, SMOKE, alive_ray_nodes, checkpoints, free_ports, node_ports, result_rows, run_cli,
-                           start_ray_node, stop_sessions, study_cmd, tail, trial_dirs, trial_statuses)
+from study_helpers import (ROOT, SMOKE, alive_ray_nodes, checkpoints, node_ports, result_rows, run_cli,
+                           start_ray_head, start_ray_node, stop_sessions, study_cmd, tail, trial_dirs, trial_statuses)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -71,19 +71,13 @@ def cluster(cache_dir: Path) -> Iterator[Cluster]:
     subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True, timeout=60)
     token = subprocess.run([str(RAY_BIN), "get-auth-token"], env=env, capture_output=True, text=True, check=True,
                            timeout=60).stdout.strip()
-    gcs, dash, client = free_ports(3)
-    c = Cluster(address=f"127.0.0.1:{gcs}", dashboard=f"http://127.0.0.1:{dash}", token=token, env=env, root=root)
+    c = Cluster(address="", dashboard="", token=token, env=env, root=root)
     try:
-        head_log, worker_log = root / "head.log", root / "worker.log"
+        head, c.address, c.dashboard, head_log = start_ray_head(root, env, "--num-cpus=1", timeout_s=START_TIMEOUT_S)
+        worker_log = root / "worker.log"
+        c.procs.append(head)
         c.logs += [head_log, worker_log]
-        c.procs.append(start_ray_node(
-            ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dash}", f"--ray-client-server-port={client}", f"--temp-dir={root / 'h'}",
-             "--object-store-memory=100000000", *node_ports()], env, head_log))
         deadline = time.monotonic() + START_TIMEOUT_S
-        while alive_ray_nodes(c.address, env) < 1:
-            assert time.monotonic() < deadline and c.procs[0].poll() is None, f"head did not start\n{c.log_tails()}"
-            time.sleep(1)
         c.procs.append(start_ray_node(
             [f"--address={c.address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={root / 'w'}",
              "--object-store-memory=100000000", *node_ports()], env, worker_log))
