@@ -35,6 +35,7 @@ def _study_file(exp_dir: Path) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from study.console import fmt_s, snapshot
+    from study.manifest import code_line
 
     exp_dir = Path(args.results_dir)
     if not exp_dir.is_dir():
@@ -50,6 +51,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  {p.best.line(metric) if p.best else f'best: no {metric} yet'}")
     eta = f", ETA {fmt_s(p.eta_s)}" if state == "running" else ""
     print(f"  elapsed {fmt_s(p.elapsed_s)}{eta}")
+    print(f"  {code_line(exp_dir)}")
     return 0
 
 

@@ -36,6 +36,7 @@ OPTUNA_DB = "optuna.db"  # Optuna's RDB storage (sqlite): optuna.load_study(stud
 FINISHED = "finished.json"  # written when every trial has ended: the study is complete
 BEST = "best.toml"  # the best configuration as a single-run config for `python -m cvae.train`
 REPORT = "report.html"  # study.report's page
+MANIFEST = "manifest.json"  # one record per run (start, resumes): code, packages, machine, data (study.manifest)
 DRIVER = "driver.json"  # the running driver's pid and host (study.console; removed when it exits)
 TABLES = "tables"  # study.analyze's parquet tables (and the report's cached rollouts)
 # Ray Tune's files in each trial folder (<name>/<trial>/), beside its checkpoint_NNNNNN/ folders.
@@ -59,7 +60,7 @@ def state_of(names: set[str] | None, restorable: bool) -> str:
         return "finished"
     if restorable:
         return "unfinished"
-    if names <= {STUDY_COPY, OPTUNA_DB}:
+    if names <= {STUDY_COPY, OPTUNA_DB, MANIFEST}:  # all three are written before Ray Tune starts
         return "stale"
     return "foreign"
 
@@ -221,6 +222,6 @@ def existing_place(where: str) -> Place:
     return place
 
 
-__all__ = ["BEST", "DRIVER", "FINISHED", "OPTUNA_DB", "REPORT", "STUDY_COPY", "TABLES", "TRIAL_ERROR", "TRIAL_PARAMS",
-           "TRIAL_RESULTS", "Place", "PlaceError", "existing_place", "same_study", "state_of", "storage_problem",
-           "study_place"]
+__all__ = ["BEST", "DRIVER", "FINISHED", "MANIFEST", "OPTUNA_DB", "REPORT", "STUDY_COPY", "TABLES", "TRIAL_ERROR",
+           "TRIAL_PARAMS", "TRIAL_RESULTS", "Place", "PlaceError", "existing_place", "same_study", "state_of",
+           "storage_problem", "study_place"]

@@ -37,6 +37,7 @@ from cvae.device import available_cpus
 from study._compat import trial_states
 from study.analyze import StudyInfo
 from study.best import conclude
+from study.manifest import record_run
 from study.place import BEST, FINISHED, OPTUNA_DB, REPORT, STUDY_COPY, Place, PlaceError, same_study, study_place
 from study.spec import SMOKE_TRIALS, StudyError, StudySpec, load_spec, main_error, smoke_spec
 
@@ -407,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     place.prepare()
+    if warning := record_run(place, spec, resumed=restore):  # results/<study>/manifest.json
+        print(f"warning: {warning}")
     if not restore:  # a resumed study keeps the copy it was started with
         (place.exp_dir / STUDY_COPY).write_text(spec.raw_text, encoding="utf-8")
         place.push(STUDY_COPY)

@@ -1,8 +1,10 @@
-"""`python -m study.report RESULTS_DIR_OR_URI [--out FILE]`: write a study's report.html.
+"""`python -m study.report RESULTS_DIR_OR_URI [--out FILE] [--figures DIR]`: write a study's report.html
+(and with --figures the lab's figures as PNG and SVG files: study.report.export).
 
 A study's URI (`s3://bucket/prefix/<name>`, ...) is copied into its local mirror first and the
 report goes back up beside it. A folder that holds no study (no study.toml, no trial folders) is
-refused with exit code 2, and nothing is written.
+refused with exit code 2, and nothing is written. Figures that cannot be written (no exporter, no
+browser) cost one line and exit code 1; the report is written all the same.
 """
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from study.analyze import trial_dirs
+from study.analyze import Tables, analyze, trial_dirs
 from study.place import REPORT, STUDY_COPY, PlaceError, existing_place
+from study.report.common import context
+from study.report.export import ExportError, write_figures
 from study.report.page import build_report
 
 
@@ -28,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study_dir", help="the study's results dir, e.g. results/kl, or its URI, e.g. s3://bucket/prefix/kl "
                                      "(copied to results/<scheme>/<bucket>/<prefix>/kl first; the report goes back up)")
     p.add_argument("--out", help="where to write the HTML (default: <study_dir>/report.html)")
+    p.add_argument("--figures", metavar="DIR", help="also write the lab's figures into DIR as PNG and SVG "
+                                                    "(tfr_loss, kl_beta, kl_loss, psnr_per_epoch, psnr_per_frame, "
+                                                    "fast_train; needs kaleido and a Chromium)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -40,13 +47,30 @@ def main(argv: list[str] | None = None) -> int:
               "folder (e.g. results/kl), or run one first: python -m study.run STUDY.toml", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    path = build_report(place.exp_dir, args.out)
+    tables = analyze(place.exp_dir)
+    path = build_report(place.exp_dir, args.out, tables)
     print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
     print(f"open it: file://{path.resolve()}")
     if place.remote is not None and args.out is None:
         place.push(REPORT)
         print(f"uploaded to {place.location(path)}")
+    return 0 if args.figures is None else figures(place.exp_dir, tables, Path(args.figures))
+
+
+def figures(exp_dir: Path, tables: Tables, out_dir: Path) -> int:
+    """Write the lab's figures into out_dir and say what was written (0), or why not in one line (1)."""
+    try:
+        done = write_figures(context(exp_dir, tables), out_dir)
+    except ExportError as e:
+        print(f"figures: not written: {e}", file=sys.stderr)
+        return 1
+    names = sorted({p.stem for p in done.written}, key=[p.stem for p in done.written].index)
+    print(f"figures: {len(done.written)} files in {out_dir} ({done.seconds:.1f} s"
+          f"{f', browser {done.browser}' if done.browser else ''}): "
+          + (", ".join(f"{n}.{{png,svg}}" for n in names) or "none"))
+    for name, why in done.skipped.items():
+        print(f"  no {name}: {why}")
     return 0
 
 
-__all__ = ["is_study", "main"]
+__all__ = ["figures", "is_study", "main"]

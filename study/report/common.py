@@ -63,10 +63,14 @@ class Figure:
     fig: go.Figure
     caption: str = ""
 
-    def html(self) -> str:
+    def styled(self) -> go.Figure:
+        """The figure with the report's title, template and height (the page and the image files alike)."""
         self.fig.update_layout(title={"text": self.title}, template="plotly_white", height=self.fig.layout.height or HEIGHT,
                                margin={"t": 70})
-        div = pio.to_html(self.fig, full_html=False, include_plotlyjs=False, div_id=self.id, config=_PLOT_CONFIG)
+        return self.fig
+
+    def html(self) -> str:
+        div = pio.to_html(self.styled(), full_html=False, include_plotlyjs=False, div_id=self.id, config=_PLOT_CONFIG)
         cap = f"<figcaption>{esc(self.caption)}</figcaption>" if self.caption else ""
         return f'<figure class="plot" data-title={_q(self.title)}>{div}{cap}</figure>'
 

@@ -1,5 +1,6 @@
 """The lab's comparison figures: teacher forcing, KL beta, training loss, validation PSNR per
-epoch, per-frame PSNR, fast train, and each trial's score per setting (the ranking, drawn)."""
+epoch, per-frame PSNR, fast train, and each trial's score per setting (the ranking, drawn); and
+LAB_FIGURES, the figures of the lab's write-up under their file names (study.report.export)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -122,14 +123,19 @@ def _kl_label(row: dict[str, Any]) -> str:
     return f"{kind} (cycle {row.get('kl_anneal_cycle')}, ratio {fmt_value(row.get('kl_anneal_ratio'))})"
 
 
-def _fig_beta(ctx: Ctx) -> Figure | None:
-    if "beta" not in ctx.epochs.columns or not ctx.epochs.height:
-        return None
+def _by_schedule(ctx: Ctx, col: str) -> pl.DataFrame:
+    """`col` per KL annealing schedule and epoch (every trial with that schedule pooled)."""
     # the schedule as configured (config JSON): a conditional kl_anneal_cycle column is null where inactive
     cols = ("kl_anneal_type", "kl_anneal_cycle", "kl_anneal_ratio")
     kinds = ctx.trials.select("trial_id", *[pl.col("config").str.json_path_match(f"$.train.{c}").alias(c) for c in cols])
     kinds = kinds.with_columns(pl.struct(cols).map_elements(_kl_label, return_dtype=pl.String).alias("schedule"))
-    agg = _per_epoch(ctx.epochs.join(kinds, on="trial_id"), "schedule", "beta")
+    return _per_epoch(ctx.epochs.join(kinds, on="trial_id"), "schedule", col)
+
+
+def _fig_beta(ctx: Ctx) -> Figure | None:
+    if "beta" not in ctx.epochs.columns or not ctx.epochs.height:
+        return None
+    agg = _by_schedule(ctx, "beta")
     fig = go.Figure()
     for i, s in enumerate(sorted(set(agg["schedule"].to_list()))):
         g = agg.filter(pl.col("schedule") == s)
@@ -152,6 +158,42 @@ def _fig_loss(ctx: Ctx) -> Figure | None:
     return Figure("fig-loss", "Training loss per epoch (log scale)", fig,
                    "Mean over seeds with min-max band; a log axis because β·KL dwarfs the MSE while β is large. "
                    "A diverged epoch (NaN loss) leaves a gap.")
+
+
+def _fig_tfr_loss(ctx: Ctx) -> Figure | None:
+    """The lab's teacher-forcing figure: each setting's training loss (left axis) beside its ratio (right)."""
+    loss = _fig_loss(ctx)
+    tfr = _per_epoch(ctx.epochs, "setting", "tfr")
+    if loss is None or not tfr.height:
+        return None
+    fig = loss.fig
+    for s in ctx.order(tfr["setting"].to_list()):
+        g = tfr.filter(pl.col("setting") == s)
+        fig.add_trace(go.Scatter(x=g["epoch"].to_list(), y=g["mean"].to_list(), mode="lines", name=f"{s}: tfr",
+                                 legendgroup=s, yaxis="y2", line={"color": ctx.colors.get(s, "#888888"), "dash": "dot"}))
+    # its own ticks (not synced to the log axis) and the legend below, clear of the right axis
+    fig.update_layout(yaxis2={"title": {"text": "teacher-forcing ratio (dotted)"}, "overlaying": "y", "side": "right",
+                              "range": [-0.05, 1.05], "tickmode": "linear", "tick0": 0, "dtick": 0.2, "showgrid": False},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+                      height=HEIGHT + 24 * len(fig.data))
+    return Figure("fig-tfr-loss", "Teacher-forcing ratio and training loss per epoch", fig,
+                  "Solid: training loss (mean over seeds, log scale, left); dotted: the scheduled teacher-forcing "
+                  "ratio (right).")
+
+
+def _fig_loss_kl(ctx: Ctx) -> Figure | str | None:
+    """The lab's KL figure: training loss per KL annealing schedule, every trial with that schedule pooled."""
+    agg = _by_schedule(ctx, "train/loss")
+    schedules = sorted(set(agg["schedule"].to_list())) if agg.height else []
+    if len(schedules) < 2:
+        return f"every trial of this study has one KL annealing schedule ({schedules[0]})" if schedules else None
+    fig = go.Figure()
+    for i, s in enumerate(schedules):
+        _add_band(fig, agg.filter(pl.col("schedule") == s), s, PALETTE[i % len(PALETTE)], "training loss")
+    _legend(fig, "epoch", "training loss, MSE + β·KL (log scale)", type="log")
+    fig.update_layout(legend={"title": {"text": "KL annealing schedule"}})
+    return Figure("fig-loss-kl", "Training loss per epoch, for each KL annealing schedule", fig,
+                  "Mean over every trial with that schedule (other parameters pooled), min-max band; log axis.")
 
 
 STEP_FLOOR = "copy the previous frame (step floor)"  # the legend name of val/psnr_step_hold
@@ -217,13 +259,14 @@ def _fig_frames_psnr(ctx: Ctx) -> Figure | None:
 
 
 def _fig_fast(ctx: Ctx) -> Figure | str:
+    """The fast-train comparison, or why there is none (plain text)."""
     t = ctx.trials
     if "fast_train_epoch" not in t.columns or t["fast_train_epoch"].drop_nulls().n_unique() < 2:
         values = t["fast_train_epoch"].drop_nulls().unique().to_list() if "fast_train_epoch" in t.columns else []
         what = (f"fast_train_epoch is {values[0]} in every trial of this study "
                 f"({'fast train off' if values[0] == 0 else f'fast train for the first {values[0]} epochs'})"
                 if len(values) == 1 else "no trial records fast_train_epoch")
-        return note(f"No fast-train comparison: {what}. search_spaces/fast_train.toml runs one.", "note-fast-train")
+        return f"No fast-train comparison: {what}. search_spaces/fast_train.toml runs one."
     labels = t.select("trial_id", pl.format("fast_train_epoch={}", pl.col("fast_train_epoch")).alias("fast"))
     agg = _per_epoch(ctx.epochs.join(labels, on="trial_id"), "fast", "val/psnr")
     fig = go.Figure()
@@ -246,11 +289,23 @@ def figures_section(ctx: Ctx) -> str:
         ("training loss", _fig_loss), ("validation PSNR", _fig_val), ("per-frame PSNR", _fig_frames_psnr)]
     for what, build in builders:
         parts.append(guard(lambda: _html(build(ctx), f"No {what} data yet.")))
-    parts.append(guard(lambda: _html(_fig_fast(ctx), "")))
+    parts.append(guard(lambda: _html(_fig_fast(ctx), "", "note-fast-train")))
     return "".join(parts)
 
 
-def _html(item: Figure | str | None, empty: str) -> str:
+def _html(item: Figure | str | None, empty: str, note_id: str | None = None) -> str:
     if item is None:
         return note(empty)
-    return item if isinstance(item, str) else item.html()
+    return note(item, note_id) if isinstance(item, str) else item.html()
+
+
+# The lab's write-up figures as files (study.report.export): file name (no suffix) -> what it shows, its
+# builder (a Figure, or why there is none: text, or None for no data yet). Names follow the lab's report.
+LAB_FIGURES: tuple[tuple[str, str, Callable[[Ctx], Figure | str | None]], ...] = (
+    ("tfr_loss", "teacher-forcing ratio and training loss", _fig_tfr_loss),
+    ("kl_beta", "KL weight β per schedule", _fig_beta),
+    ("kl_loss", "training loss per KL annealing schedule", _fig_loss_kl),
+    ("psnr_per_epoch", "validation PSNR per epoch", _fig_val),
+    ("psnr_per_frame", "per-frame PSNR of each setting's best run", _fig_frames_psnr),
+    ("fast_train", "fast train", _fig_fast),
+)

@@ -105,11 +105,12 @@ def render(study_dir: str | Path, tables: Tables) -> str:
     )
 
 
-def build_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Analyze the study dir and write its report (default `<study_dir>/report.html`); return the path."""
+def build_report(study_dir: str | Path, out: str | Path | None = None, tables: Tables | None = None) -> Path:
+    """Analyze the study dir (unless given its tables) and write its report (default
+    `<study_dir>/report.html`); return the path."""
     study_dir = Path(study_dir)
     start = time.perf_counter()
-    tables = analyze(study_dir)
+    tables = analyze(study_dir) if tables is None else tables
     text = render(study_dir, tables)
     path = Path(out) if out is not None else study_dir / REPORT
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -1,7 +1,7 @@
 """The report's summary: first whether the runs learned (study.evidence), then the study's facts (THE
 ranking's best configuration and best run, its one-step diagnostic, the floor, the cost in CPU- and
 GPU-seconds), the verdicts (one sentence per comparison, with Welch's t-test), the lab's claims beside
-the evidence, and the ranking table."""
+the evidence, the ranking table and what each run ran on (study.report.provenance)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,8 @@ import polars as pl
 
 from study import evidence
 from study.analyze import fmt_value, winner
-from study.report.common import Ctx, esc, floor_of, html_table, note, score_text, unit_of
+from study.report.common import Ctx, esc, floor_of, guard, html_table, note, score_text, unit_of
+from study.report.provenance import provenance_section
 
 
 def _seconds(s: float | None) -> str:
@@ -156,7 +157,7 @@ def _claims(ctx: Ctx) -> str:
 
 def summary_section(ctx: Ctx) -> str:
     """The learning sentence first, then the study's facts, the verdicts, the lab's claims beside the
-    evidence and THE ranking's table, then the study file."""
+    evidence and THE ranking's table, then what it ran on (its manifest) and the study file."""
     t, info = ctx.trials, ctx.info
     counts = {s: int(n) for s, n in t.group_by("status").len().iter_rows()}
     status = ", ".join(f"{counts.get(s, 0)} {s.replace('_', ' ')}" for s in
@@ -179,7 +180,8 @@ def summary_section(ctx: Ctx) -> str:
             f"<p class=\"small\">Per trial, {esc(info.metric)} at its {esc(info.objective)} epoch ([study] objective); "
             "every trial with a value counts, stopped-early and diverged ones included (see their counts). A setting "
             "that lost a seed (a trial that ended without a value) ranks below every setting that lost none. "
-            "sd needs n ≥ 2. best.toml, the verdicts, the frames below and the console read this ranking.</p>" + study)
+            "sd needs n ≥ 2. best.toml, the verdicts, the frames below and the console read this ranking.</p>"
+            f'<h3 id="manifest">What it ran on</h3>{guard(lambda: provenance_section(ctx))}' + study)
 
 
 def _summary_table(summary: pl.DataFrame, unit: str = " dB") -> str:
