@@ -5,9 +5,12 @@
     cvae-study best RESULTS_DIR         best.toml's path and the command that reruns it
     cvae-study list [STORAGE]           every study under results/ (or STORAGE) with its state
     cvae-study report RESULTS_DIR       rebuild the report (exactly `python -m study.report`)
+    cvae-study predict RESULTS_DIR ...  the test phase with the ranked best checkpoint (`python -m cvae.predict`)
+    cvae-study score SUBMISSION ...     a submission's leaderboard PSNR (exactly `python -m cvae.score`)
 
 status, best and list read results/ only (contract 5): they work while a study runs, after it was
-killed and after it finished, from any shell.
+killed, after it finished and once moved aside, from any shell and folder; RESULTS_DIR and STORAGE
+may be relative, absolute, or a URI (`<storage URI>/<name>`, copied into its local mirror first).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from study.place import BEST, STUDY_COPY
+from study.place import BEST, STUDY_COPY, Place, PlaceError
 
 STATE_HINT = {
     "running": "its driver is alive; watch it here again, or open the report",
@@ -33,17 +36,28 @@ def _study_file(exp_dir: Path) -> str:
     return str(exp_dir / STUDY_COPY)
 
 
+def _place(where: str) -> Place:
+    """The study a user named: a folder, or a study's URI (copied into its local mirror); PlaceError."""
+    from study.place import existing_place
+
+    return existing_place(where)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from study.console import fmt_s, snapshot
+    from study.driver import place_state
     from study.manifest import code_line
 
-    exp_dir = Path(args.results_dir)
-    if not exp_dir.is_dir():
-        print(f"error: {exp_dir}: no such results dir", file=sys.stderr)
+    try:
+        place = _place(args.results_dir)
+    except PlaceError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    state, p = snapshot(exp_dir)
+    exp_dir = place.exp_dir
+    state, p = snapshot(exp_dir, place_state(place))
     metric = _metric(exp_dir)
-    print(f"{exp_dir}: {state} ({STATE_HINT.get(state, '').format(study=_study_file(exp_dir))})")
+    shown = place.shown()
+    print(f"{shown}: {state} ({STATE_HINT.get(state, '').format(study=_study_file(exp_dir))})")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(p.counts.items())) or "none yet"
     print(f"  trials: {p.done} of {p.total} ended, {p.running} running, {p.pending} pending  ({counts})")
     print(f"  trial-epochs: {p.epochs_done} done, {p.epochs_left} to go"
@@ -62,12 +76,16 @@ def _metric(exp_dir: Path) -> str:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    exp_dir = Path(args.results_dir)
+    try:
+        exp_dir = _place(args.results_dir).exp_dir
+    except PlaceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     best = exp_dir / BEST
     if not best.is_file():
         from study.console import best_so_far
 
-        so_far, _ = best_so_far(exp_dir) if exp_dir.is_dir() else (None, None)
+        so_far, _ = best_so_far(exp_dir)
         print(f"error: {exp_dir}: no {BEST} yet (written when the study ends or is interrupted)"
               + (f"; {so_far.line(_metric(exp_dir))} so far" if so_far else ""), file=sys.stderr)
         return 1
@@ -78,16 +96,31 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from study.analyze import trial_dirs
-    from study.console import study_state
+    from study.driver import place_state
+    from study.place import MIRROR_ROOT, Place
+    from study.storage import StorageError, is_uri, open_storage
 
-    root = Path(args.storage)
-    studies = sorted(d for d in root.iterdir() if d.is_dir() and (d / STUDY_COPY).is_file()) if root.is_dir() else []
-    if not studies:
-        print(f"no studies under {root}")
+    rows: list[tuple[str, str, str, str]] = []  # name, state, trials, where
+    if is_uri(args.storage):
+        try:
+            remote = open_storage(args.storage)
+            for name in sorted(remote.names() or ()):
+                if STUDY_COPY in (remote.names(name) or set()):
+                    place = Place(remote.mirror(MIRROR_ROOT.resolve()) / name, remote)
+                    rows.append((name, place_state(place), "", remote.show(name)))
+        except (StorageError, OSError) as e:
+            print(f"error: {args.storage}: {e}", file=sys.stderr)
+            return 2
+    else:
+        root = Path(args.storage)
+        studies = sorted(d for d in root.iterdir() if d.is_dir() and (d / STUDY_COPY).is_file()) if root.is_dir() else []
+        rows = [(d.name, place_state(Place(d)), f"{len(trial_dirs(d)):>3} trials", str(d)) for d in studies]
+    if not rows:
+        print(f"no studies under {args.storage}")
         return 0
-    width = max(len(d.name) for d in studies)
-    for d in studies:
-        print(f"{d.name:<{width}}  {study_state(d):<11}  {len(trial_dirs(d)):>3} trials  {d}")
+    width = max(len(r[0]) for r in rows)
+    for name, state, trials, where in rows:
+        print(f"{name:<{width}}  {state:<11}  {trials:>10}  {where}")
     return 0
 
 
@@ -103,7 +136,20 @@ def cmd_report(argv: list[str]) -> int:
     return main(argv)
 
 
-FORWARDED = {"run": cmd_run, "report": cmd_report}  # their own parsers, flags and --help
+def cmd_predict(argv: list[str]) -> int:
+    from study.predict import main
+
+    return main(argv)
+
+
+def cmd_score(argv: list[str]) -> int:
+    from cvae.score import main
+
+    return main(argv, prog="cvae-study score")
+
+
+# their own parsers, flags and --help
+FORWARDED = {"run": cmd_run, "report": cmd_report, "predict": cmd_predict, "score": cmd_score}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -112,14 +158,19 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run or resume a study: `cvae-study run STUDY.toml` (python -m study.run)")
     sub.add_parser("report", help="rebuild a study's report: `cvae-study report RESULTS_DIR` (python -m study.report)")
+    sub.add_parser("predict", help="the lab's test phase with the ranked best checkpoint: `cvae-study predict "
+                   "RESULTS_DIR --data ROOT --out DIR` (submission.csv, pred_seq<i>.gif)")
+    sub.add_parser("score", help="score a submission as the leaderboard does: `cvae-study score SUBMISSION "
+                   "--truth TRUTH.csv` (python -m cvae.score)")
     status = sub.add_parser("status", help="how far along a study is and what is winning (reads results/ only)")
-    status.add_argument("results_dir", help="the study's results folder, e.g. results/kl")
+    status.add_argument("results_dir", help="the study's results folder (e.g. results/kl) or its URI")
     status.set_defaults(func=cmd_status)
     best = sub.add_parser("best", help="best.toml's path and the command that reruns the winner")
-    best.add_argument("results_dir", help="the study's results folder, e.g. results/kl")
+    best.add_argument("results_dir", help="the study's results folder (e.g. results/kl) or its URI")
     best.set_defaults(func=cmd_best)
     lst = sub.add_parser("list", help="every study under a results folder, with its state")
-    lst.add_argument("storage", nargs="?", default="results", help="the results folder (default: results)")
+    lst.add_argument("storage", nargs="?", default="results",
+                     help="the results folder or a storage URI (default: results)")
     lst.set_defaults(func=cmd_list)
     return p
 

@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 FLOOR = "val/psnr_hold"  # the floor every PSNR stands beside (contract 9)
 BEST_EVERY_S = 5.0  # the console's best-so-far is read again at most this often while no trial ends
 SYNC_LAG_S = 3.0  # how far Tune's results on disk may lag its trials in memory
-HEARTBEAT_S = 30.0  # a study whose Tune state was saved less than this ago has a live driver
 _VERBOSE: bool | None = None  # this process's choice (set_verbose); a restored reporter follows it
 
 
@@ -210,7 +209,6 @@ class StudyConsole(ProgressReporter):
     def setup(self, start_time: float | None = None, total_samples: int | None = None, metric: str | None = None,
               mode: str | None = None, **kwargs: Any) -> None:
         self._start = start_time or time.time()
-        mark_driver(self.exp_dir)
         if self._verbose() and self.table is not None:
             self.table.setup(start_time=start_time, total_samples=total_samples, metric=metric, mode=mode, **kwargs)
 
@@ -286,77 +284,17 @@ class StudyConsole(ProgressReporter):
             self._bar = None
 
 
-def mark_driver(exp_dir: str | Path) -> None:
-    """Say in the study folder which process drives it (study.place.DRIVER), for `status`."""
-    from study.place import DRIVER
-
-    with contextlib.suppress(OSError):
-        (Path(exp_dir) / DRIVER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                        "started": time.time()}) + "\n", encoding="utf-8")
-
-
-def unmark_driver(exp_dir: str | Path) -> None:
-    """The driver is ending: remove its mark (a killed driver leaves it, and is seen dead by its pid)."""
-    from study.place import DRIVER
-
-    with contextlib.suppress(OSError):
-        (Path(exp_dir) / DRIVER).unlink()
-
-
-def _driver_alive(exp_dir: Path) -> bool | None:
-    """Whether the driver named in the study folder runs: None when that cannot be told from here
-    (no mark, or another host's)."""
-    from study.place import DRIVER
-
-    try:
-        mark = json.loads((exp_dir / DRIVER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if mark.get("host") != socket.gethostname():
-        return None
-    try:
-        os.kill(int(mark["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError, TypeError):
-        return None
-    return True
-
-
-def _heartbeat(exp_dir: Path) -> float | None:
-    """When the driver last saved Tune's experiment state (every second while it runs)."""
-    stamps = [f.stat().st_mtime for f in exp_dir.glob("experiment_state-*.json")]
-    return max(stamps) if stamps else None
-
-
-def study_state(exp_dir: str | Path) -> str:
-    """study.place's state of a study folder, with an unfinished one told apart: "running" (its
-    driver, named in study.place.DRIVER, is alive; on another host: it saved Tune's state in the last
-    HEARTBEAT_S seconds) or "interrupted" (rerun to resume)."""
-    from study.place import Place
-
-    exp_dir = Path(exp_dir)
-    state = Place(exp_dir).state()
-    if state != "unfinished":
-        return state
-    alive = _driver_alive(exp_dir)
-    if alive is None:
-        beat = _heartbeat(exp_dir)
-        alive = beat is not None and time.time() - beat < HEARTBEAT_S
-    return "running" if alive else "interrupted"
-
-
-def snapshot(exp_dir: str | Path) -> tuple[str, Progress]:
+def snapshot(exp_dir: str | Path, state: str | None = None) -> tuple[str, Progress]:
     """A study's state and progress from its results folder alone (contract 5): for `cvae-study status`
-    on a running, interrupted or finished study. The state is study.place's, with "running" for an
-    unfinished study whose Tune state was saved in the last HEARTBEAT_S seconds (a live driver saves
-    it every second) and "interrupted" for one whose driver is gone."""
+    on a running, interrupted or finished study. The state is study.driver.study_state's (study.place's,
+    with an unfinished study "running" while its driver lives, else "interrupted") unless given."""
     import polars as pl
 
     from study.analyze import read_study
+    from study.driver import study_state, tune_heartbeat
 
     exp_dir = Path(exp_dir)
-    state = study_state(exp_dir)
+    state = state or study_state(exp_dir)  # a URI study's mirror: its caller judged the URI (place_state)
     info = read_study(exp_dir)
     spec = info.spec
     total = spec.num_trials if spec else 0
@@ -377,7 +315,7 @@ def snapshot(exp_dir: str | Path) -> tuple[str, Progress]:
     p.epochs_left += max(p.total - t.height, 0) * epochs
     if "time/epoch_s" in e.columns and e.height:
         p.epoch_s = float(e["time/epoch_s"].drop_nans().mean() or 0) or None
-    heartbeat = _heartbeat(exp_dir)
+    heartbeat = tune_heartbeat(exp_dir)
     if state != "running":  # trials that had not ended are not running now
         p.running = 0
     # without [study] max_concurrent, the study ran as many as its cluster held: as many as run now
@@ -402,6 +340,5 @@ def _started(exp_dir: Path) -> float | None:
     return min(starts) if starts else None
 
 
-__all__ = ["Best", "Progress", "StudyConsole", "best_so_far", "fmt_s", "is_verbose", "live_progress", "mark_driver", "quiet_logs",
-           "quiet_worker", "set_verbose", "snapshot", "study_state",
-           "unmark_driver"]
+__all__ = ["Best", "Progress", "StudyConsole", "best_so_far", "fmt_s", "is_verbose", "live_progress", "quiet_logs",
+           "quiet_worker", "set_verbose", "snapshot"]

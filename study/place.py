@@ -37,7 +37,7 @@ FINISHED = "finished.json"  # written when every trial has ended: the study is c
 BEST = "best.toml"  # the best configuration as a single-run config for `python -m cvae.train`
 REPORT = "report.html"  # study.report's page
 MANIFEST = "manifest.json"  # one record per run (start, resumes): code, packages, machine, data (study.manifest)
-DRIVER = "driver.json"  # the running driver's pid and host (study.console; removed when it exits)
+DRIVER = "driver.json"  # the running driver's pid, host and heartbeat (study.driver; removed when it exits)
 TABLES = "tables"  # study.analyze's parquet tables (and the report's cached rollouts)
 # Ray Tune's files in each trial folder (<name>/<trial>/), beside its checkpoint_NNNNNN/ folders.
 TRIAL_PARAMS = "params.json"  # the sampled configuration
@@ -54,6 +54,7 @@ class PlaceError(RuntimeError):
 def state_of(names: set[str] | None, restorable: bool) -> str:
     """A study folder's state from its entry names (None: no such folder) and whether Ray Tune can
     restore the experiment in it (see the module docstring)."""
+    names = (names or set()) - {DRIVER}  # who drives a study is not part of its results
     if not names:
         return "new"
     if FINISHED in names:
@@ -177,11 +178,12 @@ class Place:
     def tune_storage(self) -> dict[str, Any]:
         """RunConfig's storage arguments."""
         if self.remote is None:
-            return {"storage_path": str(self.exp_dir.parent)}
+            return {"storage_path": str(self.exp_dir.absolute().parent)}
         return {"storage_path": self.remote.root, "storage_filesystem": self.remote.fs}
 
     def tune_path(self) -> str:
-        return self.remote.path(self.name) if self.remote else str(self.exp_dir)
+        # absolute: pyarrow takes a relative path for a URI without a scheme (`status results/kl`)
+        return self.remote.path(self.name) if self.remote else str(self.exp_dir.absolute())
 
 
 def study_place(storage: str, name: str) -> Place:

@@ -37,6 +37,7 @@ from cvae.device import available_cpus
 from study._compat import trial_states
 from study.analyze import StudyInfo
 from study.best import conclude
+from study.driver import DriverLock
 from study.manifest import record_run
 from study.place import BEST, FINISHED, OPTUNA_DB, REPORT, STUDY_COPY, Place, PlaceError, same_study, study_place
 from study.spec import SMOKE_TRIALS, StudyError, StudySpec, load_spec, main_error, smoke_spec
@@ -238,6 +239,9 @@ def _parser() -> argparse.ArgumentParser:
                         "the study goes to <storage>/<name>/ (default: results)")
     p.add_argument("--smoke-test", action="store_true",
                    help=f"a seconds-long version: {SMOKE_TRIALS} trials of 2 short epochs, saved as <name>-smoke")
+    p.add_argument("--steal-lock", action="store_true",
+                   help="take a URI study whose driver died on another machine without releasing it (its mark "
+                        "goes stale by itself after a few minutes)")
     p.add_argument("--verbose", action="store_true",
                    help="Ray Tune's status table and Ray's and Optuna's logs instead of the one progress line")
     return p
@@ -403,25 +407,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         place = study_place(args.storage, spec.name)
-        restore = _plan(spec, place, args)
+        # Before anything is decided about the study: a second driver is refused here, touching nothing.
+        lock = DriverLock(place, command=" ".join(["python -m study.run", *(argv or sys.argv[1:])]),
+                          steal=args.steal_lock)
+        lock.acquire()
     except PlaceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    place.prepare()
-    if warning := record_run(place, spec, resumed=restore):  # results/<study>/manifest.json
-        print(f"warning: {warning}")
-    if not restore:  # a resumed study keeps the copy it was started with
-        (place.exp_dir / STUDY_COPY).write_text(spec.raw_text, encoding="utf-8")
-        place.push(STUDY_COPY)
-    _announce(spec, place)
     try:
-        results = _fit(spec, place, dataset, restore, args.address, args.study, args.verbose)
-    except StudyRunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        try:
+            restore = _plan(spec, place, args)
+        except PlaceError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        place.prepare()
+        if warning := record_run(place, spec, resumed=restore):  # results/<study>/manifest.json
+            print(f"warning: {warning}")
+        lock.mark()
+        if not restore:  # a resumed study keeps the copy it was started with
+            (place.exp_dir / STUDY_COPY).write_text(spec.raw_text, encoding="utf-8")
+            place.push(STUDY_COPY)
+        _announce(spec, place)
+        try:
+            results = _fit(spec, place, dataset, restore, args.address, args.study, args.verbose)
+        except StudyRunError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0 if _finish(spec, place, results, args.smoke_test) else 1
     finally:
-        console.unmark_driver(place.exp_dir)
-    return 0 if _finish(spec, place, results, args.smoke_test) else 1
+        lock.release()
 
 
 if __name__ == "__main__":

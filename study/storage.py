@@ -15,6 +15,7 @@ on every node. Printed locations leave the query out, as it may hold secrets.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -86,6 +87,11 @@ class RemoteStorage:
 
         pafs.copy_files(str(local), self.path(*parts, local.name), source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
+
+    def delete(self, *parts: str) -> None:
+        """Delete one file (nothing if it is not there)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(self.path(*parts))
 
     def move_aside(self, name: str) -> str:
         """Copy the folder `name` to `<name>.old-<timestamp>`, then delete the original (object stores

@@ -42,8 +42,16 @@ def study_cmd(study: Path | str, *flags: str) -> list[str]:
     return [sys.executable, "-m", "study.run", str(study), *flags]
 
 
+def scaled(seconds: float) -> float:
+    """A time limit stretched by how busy the machine is now (its 1-minute load per CPU, at least 1):
+    limits are safety nets against a hang, and a loaded machine must not trip them."""
+    cpus = len(os.sched_getaffinity(0))
+    return seconds * max(1.0, os.getloadavg()[0] / cpus)
+
+
 def run_cli(cmd: list[str], cwd: Path, cache: Path, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion in its own session; kill the whole session on timeout."""
+    """Run a command to completion in its own session; kill the whole session on timeout (scaled)."""
+    timeout = scaled(timeout)
     proc = subprocess.Popen(cmd, cwd=cwd, env=cli_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
@@ -112,7 +120,8 @@ def kill_session(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen[Any] | None = None,
              log: Path | None = None) -> Any:
-    """Poll `condition` until it returns something truthy; fail with the log on timeout or early exit."""
+    """Poll `condition` until it returns something truthy; fail with the log on timeout (scaled) or early exit."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -128,6 +137,33 @@ def tail(log: Path | None, n: int = 4000) -> str:
     if log is None or not log.exists():
         return ""
     return log.read_bytes()[-n:].decode(errors="replace")
+
+
+_HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from study.driver import DriverLock
+from study.place import Place
+lock = DriverLock(Place(Path({exp!r})), command="holder")
+lock.acquire(); lock.mark()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def driver_holding(exp_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process that takes the study at exp_dir as its driver (study.driver) and keeps it until
+    the block ends, when it is SIGKILLed (its mark stays behind, as a killed driver's does)."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER.format(root=str(ROOT), exp=str(exp_dir))],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def write_study(path: Path, base: Path = SMOKE, space: dict[str, Any] | None = None,

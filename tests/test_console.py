@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,9 @@ from fake_results import HOLD, write_fake_study
 from study import console
 from study.analyze import analyze, ranking, read_study, winner
 from study.cli import main as cli
-from study.console import StudyConsole, fmt_s, live_progress, snapshot, study_state
+from study.console import StudyConsole, fmt_s, live_progress, snapshot
+from study.driver import STALE_S, DriverLock, Mark, study_state
+from study.place import Place
 from study_helpers import (checkpoints, kill_session, run_cli, start_cli, study_cmd, tail, trial_dirs, wait_for,
                            write_study)
 
@@ -95,20 +98,23 @@ def test_status_of_a_running_and_of_an_interrupted_study(tmp_path: Path, capsys:
     assert study_state(exp) == "running"  # Tune's state saved just now: a live driver
     _, p = snapshot(exp)
     assert p.running == 1 and p.pending == 1 and p.eta_s is not None
-    old = time.time() - 2 * console.HEARTBEAT_S
+    old = time.time() - 2 * STALE_S
     for f in exp.glob("experiment_state-*.json"):
         os.utime(f, (old, old))
     state, p = snapshot(exp)
     assert state == "interrupted" and p.running == 0 and p.pending == 2
     assert cli(["status", str(exp)]) == 0
     assert "interrupted (not running: rerun `cvae-study run" in capsys.readouterr().out
-    console.mark_driver(exp)  # this process drives it: alive, whatever the state's age
+    lock = DriverLock(Place(exp))
+    lock.acquire()
+    lock.mark()  # this process drives it: alive, whatever the state's age
     assert study_state(exp) == "running"
+    lock.release()
+    assert not (exp / "driver.json").exists() and study_state(exp) == "interrupted"
+    # a killed driver leaves its mark: its lock is free and its pid gone
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (exp / "driver.json").write_text((exp / "driver.json").read_text().replace(str(os.getpid()), dead.stdout.strip()))
+    (exp / "driver.json").write_text(Mark(int(dead.stdout), socket.gethostname(), old, time.time()).text())
     assert study_state(exp) == "interrupted"
-    console.unmark_driver(exp)
-    assert not (exp / "driver.json").exists()
 
 
 def test_best_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
