@@ -4,6 +4,13 @@ machine.
 
     python benchmarks/throughput.py [--dims F,L,N,D ...] [--data PATH] [--steps N] [--threads N]
                                     [--device cpu|cuda|cuda:N] [--precision fp32|bf16|fp16] [--compile]
+    python benchmarks/throughput.py --busy N [--busy-steps K]
+
+--busy N measures what a single run's thread choice (cvae.device.choose_threads) rests on: with N
+CPU-bound background processes running (each ends by itself after --busy-max-s, and is stopped when
+the benchmark ends), the fast path's training frames/s at the studies' size (dims 32,8,4,48, 16x32
+frames, 8-frame sequences, batch 2) with 1 thread and with 2, interleaved, and the threads
+choose_threads picks under that load. One JSON line per thread count, then one with the choice.
 
 Prints one JSON line per measurement, then one line per case and dims with "impl": "ratio", and
 one with "impl": "flop_ratio": the FLOPs (torch's FlopCounterMode: convolutions and matmuls,
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -28,7 +36,7 @@ import torch
 
 from cvae.config import DataConfig, ModelConfig
 from cvae.data import Dataset, load_dataset, sequence_batch, to_tensor
-from cvae.device import autocast, resolve_device
+from cvae.device import autocast, choose_threads, resolve_device
 from cvae.metrics import kl_per_frame
 from cvae.model import CVAE
 from cvae.reference import forward_reference, rollout_reference
@@ -152,6 +160,53 @@ def flops_per_frame(dims, data: Dataset, batch: int, video_len: int, tf_mode: st
     return out
 
 
+def _spin(until: float) -> None:
+    """A CPU-bound background process: pure-Python arithmetic until `until` (time.time())."""
+    x = 0
+    while time.time() < until:
+        for i in range(10_000):
+            x = (x * 31 + i) % 1_000_003
+
+
+def bench_busy(n_busy: int, steps: int, max_s: float) -> None:
+    """Training frames/s at the studies' size with 1 and 2 threads while n_busy processes spin."""
+    data = load_dataset(DataConfig(frame_H=16, frame_W=32, video_len=8, val_video_len=16,
+                                   synthetic_train_videos=4, synthetic_train_frames=64, synthetic_dancers=1))
+    ctx = multiprocessing.get_context("spawn")
+    busy = [ctx.Process(target=_spin, args=(time.time() + max_s,), daemon=True) for _ in range(n_busy)]
+    for b in busy:
+        b.start()
+    try:
+        time.sleep(1.0 if n_busy else 0.0)  # let the load arrive before measuring
+        torch.manual_seed(0)
+        model = CVAE(ModelConfig(*SMALL))
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        rng = np.random.default_rng(0)
+        seconds = {1: 0.0, 2: 0.0}
+        n_seq = data.num_sequences(8)
+        for step in range(steps + 1):  # step 0 warms up, untimed
+            img, label = sequence_batch(data.train, rng.choice(n_seq, size=2, replace=False), 8)
+            eps = model.noise(2, 7, img)
+            for threads in ((1, 2) if step % 2 else (2, 1)):
+                torch.set_num_threads(threads)
+                start = time.perf_counter()
+                train_step(model, opt, img, label, step % 2 == 0, eps, reference=False)
+                if step:
+                    seconds[threads] += time.perf_counter() - start
+        frames = steps * 2 * 7
+        for threads, s in seconds.items():
+            print(json.dumps({"benchmark": "busy", "busy": n_busy, "threads": threads, "dims": list(SMALL),
+                              "frame": [16, 32], "frames": frames, "seconds": round(s, 4),
+                              "frames_per_s": round(frames / s, 2)}), flush=True)
+        choice = choose_threads()
+        print(json.dumps({"benchmark": "busy", "busy": n_busy, "chosen_threads": choice.threads,
+                          "free_cpus": choice.free, "why": choice.why}), flush=True)
+    finally:
+        for b in busy:
+            b.terminate()
+            b.join(timeout=5)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dims", action="append", help="F,L,N,D (repeatable; default: lab 128,32,12,192 and small 32,8,4,48)")
@@ -167,7 +222,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision (default fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path's five modules")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (it runs on the CPU)")
+    p.add_argument("--busy", type=int, metavar="N", help="threads 1 vs 2 with N CPU-bound processes beside (see above)")
+    p.add_argument("--busy-steps", type=int, default=20, help="timed steps per thread count under --busy")
+    p.add_argument("--busy-max-s", type=float, default=300.0, help="the background processes end after this long")
     args = p.parse_args(argv)
+    if args.busy is not None:
+        bench_busy(args.busy, args.busy_steps, args.busy_max_s)
+        return
     global RUN
     RUN = Run(args.device, args.precision, args.compile)
 

@@ -25,6 +25,7 @@ STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.json"
 FRAMES_FILE = "psnr_per_frame.json"
+METRICS_FILE = "metrics.jsonl"  # a single run's metrics, one JSON object per epoch (beside its epoch_NNNN/)
 EPOCH_PREFIX = "epoch_"
 
 

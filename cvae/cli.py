@@ -6,16 +6,17 @@ folder, refuses to overwrite a finished one unless `--fresh` (which moves it asi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from cvae.checkpoint import epoch_dirs, epoch_of, latest_good_checkpoint, move_aside
-from cvae.config import ConfigError, load_config, smoke_config
+from cvae.checkpoint import METRICS_FILE, epoch_dirs, epoch_of, latest_good_checkpoint, move_aside
+from cvae.config import Config, ConfigError, load_config, smoke_config
 from cvae.data import DatasetError, load_dataset
-from cvae.device import resolve_device
+from cvae.device import choose_threads, resolve_device
 from cvae.train import run
 
 
@@ -33,6 +34,27 @@ def epoch_line(m: dict[str, Any]) -> str:
         f"(hold {m.get('val/psnr_hold', math.nan):.2f})  step {m.get('val/psnr_step', math.nan):.2f} "
         f"(copy {m.get('val/psnr_step_hold', math.nan):.2f})  {m['train/frames_per_s']:.1f} frames/s"
     )
+
+
+def with_threads(cfg: Config) -> tuple[Config, str]:
+    """The run's torch threads, fixed before it starts (so its checkpoints record them: the thread count
+    changes float sums, and with it every number), and the line that says why."""
+    if cfg.train.threads is not None:
+        return cfg, f"threads: {cfg.train.threads} ([train] threads)"
+    choice = choose_threads()
+    return cfg.replace(train={"threads": choice.threads}), f"threads: {choice.threads} ({choice.why}; [train] threads sets it)"
+
+
+def _metrics_log(out: Path, resume: Path | None) -> Path:
+    """out/metrics.jsonl, holding only the epochs up to the one a resume starts after."""
+    path = out / METRICS_FILE
+    if resume is None or not path.exists():
+        path.unlink(missing_ok=True)
+        return path
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("epoch", -1) <= epoch_of(resume)]
+    path.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    cfg, threads_line = with_threads(cfg)
+    print(threads_line)
     out = Path(args.out) if args.out else Path("results") / "runs" / (Path(args.config).stem + ("-smoke" if args.smoke_test else ""))
     resume = None
     if epoch_dirs(out):
@@ -74,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     per_epoch = data.num_sequences(cfg.data.video_len) // cfg.train.batch_size
     if cfg.train.max_steps_per_epoch:
         per_epoch = min(per_epoch, cfg.train.max_steps_per_epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _metrics_log(out, resume)
     bar = tqdm(total=per_epoch * cfg.train.epochs, unit="step", dynamic_ncols=True)
     if resume is not None:
         bar.update(per_epoch * (epoch_of(resume) + 1))
@@ -81,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     def report(m: dict[str, Any], ckpt: Path | None) -> None:
         bar.set_postfix_str(f"epoch {m['epoch']} loss {m['train/loss']:.4g} val/psnr {m.get('val/psnr', math.nan):.2f} dB")
         tqdm.write(epoch_line(m))
+        with log.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(m, default=str) + "\n")
 
     summary = run(cfg, report, out, resume_from=resume, dataset=data, progress=bar.update)
     bar.close()

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
+import time
+from dataclasses import dataclass
 from typing import Any, ContextManager
 
 import torch
@@ -22,6 +25,51 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def busy_cpus(samples: int = 5, interval_s: float = 0.05) -> float | None:
+    """How many CPUs other work keeps busy now: the machine's runnable tasks (/proc/loadavg's
+    instantaneous count) beyond this process, the median of a few samples (None off Linux)."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        counts.append(max(running - 1, 0))  # the reading process is one of them
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return float(statistics.median(counts))
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """A single run's torch threads when its config leaves `threads` unset, and why."""
+
+    threads: int
+    cpus: int  # the CPUs this process may use (available_cpus)
+    busy: float | None  # of the machine's CPUs, how many other work keeps busy (busy_cpus)
+
+    @property
+    def why(self) -> str:
+        if self.busy is None:
+            return f"the {self.cpus} CPUs this process may use"
+        return f"{self.cpus} CPUs, {self.busy:g} busy with other work: {self.threads} free"
+
+    @property
+    def free(self) -> int:
+        return self.threads
+
+
+def choose_threads() -> ThreadChoice:
+    """Never more threads than the CPUs that are free: OpenMP threads on busy cores spin against the
+    other work (a 2-thread run beside a loaded `make test` took 100 s a step, 1 thread seconds);
+    benchmarks/throughput.py --busy N measures both."""
+    cpus = available_cpus()
+    busy = busy_cpus()
+    free = cpus if busy is None else min(cpus, max(1, cpus - round(busy)))
+    return ThreadChoice(free, cpus, busy)
 
 
 def cuda_count() -> int:

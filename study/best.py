@@ -34,7 +34,6 @@ def write_best_toml(best: Mapping[str, Any], tables: Tables, info: StudyInfo, ex
 
     trial = tables.trials.filter(pl.col("trial") == best["best_trial"]).row(0, named=True)
     config = json.loads(trial["config"])
-    config.get("train", {}).pop("threads", None)  # a single run uses the CPUs of wherever it runs
     if "device" not in info.fixed.get("train", {}) and "device" not in info.searched:
         # The trial ran where Ray put it ("auto" is the CPU without a reserved GPU); a rerun picks its own.
         config.get("train", {}).pop("device", None)
@@ -46,6 +45,11 @@ def write_best_toml(best: Mapping[str, Any], tables: Tables, info: StudyInfo, ex
     if len(per_seed) > 1:
         lines.append(f"# Ranked by the mean over its {len(per_seed)} seeded trials: {best['mean']:.4g} "
                      f"({', '.join(f'seed {s}: {v:.4g}' for s, v in per_seed)}); train.seed is the best one's.")
+    threads = config.get("train", {}).get("threads")
+    if threads is not None:
+        # The thread count changes the order of float sums, so every number after the first step.
+        lines.append(f"# train.threads = {threads} is the trial's (cpus_per_trial): with it, a rerun on the same "
+                     f"device kind reproduces the trial's numbers exactly (same kind of processor)")
     ckpt = best["best_checkpoint"]
     lines.append(f"# Best checkpoint: {where(exp_dir / ckpt) if ckpt else '(not kept)'}")
     lines.append(f"# Rerun: python -m cvae.train --config {exp_dir / BEST}")

@@ -178,8 +178,20 @@ def _names(xs: Sequence[str], most: int = 3) -> str:
     return ", ".join(xs[:most]) + (f" and {len(xs) - most} more" if len(xs) > most else "")
 
 
-def learning_sentence(trials: pl.DataFrame) -> str:
-    """The report's first sentence: whether the settings learned enough to be compared."""
+def budget_advice(real_data: bool) -> str:
+    """What to raise when no setting learned: the keys that change this study's budget. A real
+    dataset's size is its own; the embedded one's size keys do nothing there."""
+    keys = ("[train] epochs, [train] max_steps_per_epoch (if set), [data] video_len (frames per sequence) "
+            "or the frame size ([data] frame_H / frame_W: smaller frames buy more steps per CPU-second)")
+    if real_data:
+        return f"Raise {keys}, then rerun before reading any comparison below."
+    return (f"Raise {keys}, or the embedded data's size ([data] synthetic_train_videos / synthetic_train_frames), "
+            "then rerun before reading any comparison below.")
+
+
+def learning_sentence(trials: pl.DataFrame, real_data: bool = False) -> str:
+    """The report's first sentence: whether the settings learned enough to be compared; real_data: the
+    study's [data] root is set (budget_advice)."""
     per = learning(trials)
     _, excluded = scored(trials)
     left_out = f" ({excluded} trial{'s' if excluded != 1 else ''} that never validated left out)" if excluded else ""
@@ -190,9 +202,7 @@ def learning_sentence(trials: pl.DataFrame) -> str:
     if learned.is_empty():
         return (f"The runs did not learn enough to compare settings: no setting's mean val/psnr beats the floor "
                 f"(repeating frame 0, {floor:.2f} dB) by more than its seed spread (best margin "
-                f"{per['margin'].max():+.2f} dB){left_out}. Raise [train] epochs, or the steps per epoch ([data] "
-                "synthetic_train_videos / synthetic_train_frames), or make the data easier, then rerun before "
-                "reading any comparison below.")
+                f"{per['margin'].max():+.2f} dB){left_out}. {budget_advice(real_data)}")
     margins = f"margins {per['margin'].min():+.2f} to {per['margin'].max():+.2f} dB"
     if learned.height == per.height:
         which = f"All {per.height} settings beat" if per.height > 1 else "The one setting beats"
@@ -357,4 +367,4 @@ def claims_table(rows: Sequence[Claim]) -> pl.DataFrame:
 
 
 __all__ = ["ALPHA", "CLAIM_STATUSES", "Claim", "Test", "any_learned", "claims", "claims_table", "compare", "learned_settings",
-           "learning", "learning_sentence", "p_text", "scored", "step_diagnosis", "trial_scores", "welch"]
+           "budget_advice", "learning", "learning_sentence", "p_text", "scored", "step_diagnosis", "trial_scores", "welch"]

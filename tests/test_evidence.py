@@ -37,7 +37,9 @@ def test_the_summary_says_first_when_nothing_learned() -> None:
                    ("Cyclical", None, floor)])
     s = learning_sentence(flat)
     assert s.startswith("The runs did not learn enough to compare settings")
-    assert "epochs" in s and "1 trial that never validated left out" in s
+    assert "epochs" in s and "1 trial that never validated left out" in s and "synthetic_train_videos" in s
+    real = learning_sentence(flat, real_data=True)  # [data] root: the embedded data's size keys do nothing
+    assert "synthetic" not in real and all(k in real for k in ("epochs", "max_steps_per_epoch", "video_len", "frame_H"))
     assert not learning(flat)["learned"].any()
     clear = trials([("None", 29.5, floor), ("None", 30.1, floor), ("None", 29.8, floor),
                     ("Monotonic", 27.0, floor), ("Monotonic", 28.2, floor), ("Monotonic", 27.5, floor)])

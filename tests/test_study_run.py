@@ -433,8 +433,8 @@ def test_smoke_study_end_to_end(smoke_run: tuple[Path, subprocess.CompletedProce
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_best_toml_reruns_as_a_single_run(smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
-                                          cache_dir: Path) -> None:
+def test_best_toml_reruns_the_trial_exactly(smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
+                                            cache_dir: Path) -> None:
     cwd, _ = smoke_run
     best = cwd / "results" / "smoke" / "best.toml"
     text = best.read_text()
@@ -442,11 +442,15 @@ def test_best_toml_reruns_as_a_single_run(smoke_run: tuple[Path, subprocess.Comp
     assert ckpt and Path(ckpt.group(1)).is_dir()
     verify_checkpoint(ckpt.group(1))
     cfg = load_config(best)
-    assert cfg.model.F_dim == 16 and cfg.train.threads is None
-    assert cfg.train.device == "auto" and "device" not in text  # where the trial ran is not a setting
-    r = run_cli([sys.executable, "-m", "cvae.train", "--config", str(best), "--smoke-test", "--out", str(cwd / "rerun")],
-                cwd, cache_dir)
+    assert cfg.model.F_dim == 16 and cfg.train.threads == 1  # the trial's cpus_per_trial
+    assert cfg.train.device == "auto" and "device =" not in text  # where the trial ran is not a setting
+    r = run_cli([sys.executable, "-m", "cvae.train", "--config", str(best), "--out", str(cwd / "rerun")], cwd, cache_dir)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.splitlines()[0] == "threads: 1 ([train] threads)"
+    trial = Path(ckpt.group(1)).parent
+    want = [(row["epoch"], row["train/loss"], row["val/psnr"]) for row in result_rows(trial)]
+    rows = [json.loads(line) for line in (cwd / "rerun" / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["epoch"], row["train/loss"], row["val/psnr"]) for row in rows] == want  # to the last bit
 
 
 @pytest.mark.ray

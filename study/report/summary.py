@@ -167,7 +167,7 @@ def summary_section(ctx: Ctx) -> str:
     sentences = comparisons(ctx.summary, ctx.scores, info.searched, unit_of(info.metric))
     comp = ("<ul class=\"verdicts\">" + "".join(f"<li>{esc(s)}</li>" for s in sentences) + "</ul>") if sentences else \
         note("No comparison yet: fewer than two settings have a validation result.")
-    lead = f'<p class="lead" id="learning">{esc(evidence.learning_sentence(ctx.scores))}</p>'
+    lead = f'<p class="lead" id="learning">{esc(evidence.learning_sentence(ctx.scores, real_data=bool(info.fixed.get("data", {}).get("root"))))}</p>'
     desc = f"<p>{esc(info.description)}</p>" if info.description else ""
     study = (f'<details open><summary>The study file (study.toml)</summary><pre class="study-file">{esc(info.text)}</pre></details>'
              if info.text else note("No study.toml in this results dir."))
