@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cvae.checkpoint import METRICS_FILE, epoch_dirs, epoch_of, latest_good_checkpoint, move_aside
+from cvae.checkpoint import METRICS_FILE, epoch_dirs, epoch_of, latest_good_checkpoint, load_config_of, move_aside
 from cvae.config import Config, ConfigError, load_config, smoke_config
 from cvae.data import DatasetError, load_dataset
 from cvae.device import choose_threads, resolve_device
@@ -36,11 +36,16 @@ def epoch_line(m: dict[str, Any]) -> str:
     )
 
 
-def with_threads(cfg: Config) -> tuple[Config, str]:
+def with_threads(cfg: Config, resume: Path | None = None) -> tuple[Config, str]:
     """The run's torch threads, fixed before it starts (so its checkpoints record them: the thread count
-    changes float sums, and with it every number), and the line that says why."""
+    changes float sums, and with it every number; a resume keeps the count it started with), and the
+    line that says why."""
     if cfg.train.threads is not None:
         return cfg, f"threads: {cfg.train.threads} ([train] threads)"
+    if resume is not None:
+        started = load_config_of(resume).train.threads
+        if started is not None:
+            return cfg.replace(train={"threads": started}), f"threads: {started} (as the run started with)"
     choice = choose_threads()
     return cfg.replace(train={"threads": choice.threads}), f"threads: {choice.threads} ({choice.why}; [train] threads sets it)"
 
@@ -76,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cfg, threads_line = with_threads(cfg)
-    print(threads_line)
     out = Path(args.out) if args.out else Path("results") / "runs" / (Path(args.config).stem + ("-smoke" if args.smoke_test else ""))
     resume = None
     if epoch_dirs(out):
@@ -88,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         else:
             resume = latest_good_checkpoint(out)
-            if resume is not None:
-                print(f"resuming from {resume}")
+    cfg, threads_line = with_threads(cfg, resume)
+    print(threads_line)
+    if resume is not None:
+        print(f"resuming from {resume}")
     try:
         data = load_dataset(cfg.data)
     except DatasetError as e:

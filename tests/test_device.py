@@ -1,0 +1,47 @@
+"""cvae.device's thread choice for a single run: never more threads than the CPUs other work leaves
+free, and a resumed run keeps the count it started with (cvae.cli.with_threads)."""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+from cvae.checkpoint import save_checkpoint
+from cvae.cli import with_threads
+from cvae.config import Config
+from cvae.device import available_cpus, busy_cpus, choose_threads
+
+
+def _spin(until: float) -> None:
+    while time.time() < until:
+        pass
+
+
+def test_busy_cores_leave_fewer_threads() -> None:
+    cpus = available_cpus()
+    ctx = multiprocessing.get_context("spawn")
+    spinners = [ctx.Process(target=_spin, args=(time.time() + 20,), daemon=True) for _ in range(2)]
+    for p in spinners:
+        p.start()
+    try:
+        time.sleep(1.0)  # spawned interpreters start, then spin
+        busy = busy_cpus()
+        choice = choose_threads()
+    finally:
+        for p in spinners:
+            p.terminate()
+            p.join()
+    assert busy is not None and busy >= 2
+    assert 1 <= choice.threads <= max(1, cpus - 2) and choice.cpus == cpus
+    assert f"{choice.threads} free" in choice.why
+
+
+def test_threads_set_in_the_config_win_and_a_resume_keeps_its_start(tmp_path: Path) -> None:
+    cfg, line = with_threads(Config().replace(train={"threads": 3}))
+    assert cfg.train.threads == 3 and line == "threads: 3 ([train] threads)"
+    unset = Config()
+    cfg, line = with_threads(unset)
+    assert 1 <= cfg.train.threads <= available_cpus() and line.startswith(f"threads: {cfg.train.threads} (")
+    ckpt = save_checkpoint(tmp_path / "epoch_0000", {"epoch": 0}, unset.replace(train={"threads": 7}), None)
+    cfg, line = with_threads(unset, ckpt)
+    assert cfg.train.threads == 7 and line == "threads: 7 (as the run started with)"
