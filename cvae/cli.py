@@ -11,13 +11,12 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cvae.checkpoint import METRICS_FILE, epoch_dirs, epoch_of, latest_good_checkpoint, load_config_of, move_aside
 from cvae.config import Config, ConfigError, load_config, smoke_config
 from cvae.data import DatasetError, load_dataset
 from cvae.device import choose_threads, resolve_device
-from cvae.train import run
 
 
 def _finished(out: Path, epochs: int) -> bool:
@@ -62,8 +61,13 @@ def _metrics_log(out: Path, resume: Path | None) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, train: Callable[..., Any] | None = None) -> int:
+    """The command; `train` is cvae.train.run, passed in by `python -m cvae.train` (train.py runs as
+    __main__ there: importing cvae.train here would execute it a second time)."""
     from tqdm import tqdm
+
+    if train is None:
+        from cvae.train import run as train
 
     p = argparse.ArgumentParser(prog="python -m cvae.train", description="Train the lab's CVAE once.")
     p.add_argument("--config", required=True, help="TOML file with [model], [data], [train] tables")
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         with log.open("a", encoding="utf-8") as f:
             f.write(json.dumps(m, default=str) + "\n")
 
-    summary = run(cfg, report, out, resume_from=resume, dataset=data, progress=bar.update)
+    summary = train(cfg, report, out, resume_from=resume, dataset=data, progress=bar.update)
     bar.close()
     m = summary.last_metrics
     hold = m.get("val/psnr_hold", math.nan)

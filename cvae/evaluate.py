@@ -16,6 +16,7 @@ from cvae.checkpoint import load_checkpoint, load_config_of
 from cvae.config import Config
 from cvae.data import Dataset, to_tensor
 from cvae.device import autocast
+from cvae import metrics as M
 from cvae.metrics import psnr_per_frame, ssim_per_frame
 from cvae.model import CVAE
 
@@ -96,14 +97,14 @@ def validate(model: CVAE, dataset: Dataset, seed: int, precision: str = "fp32") 
     return {
         "psnr": psnr.tolist(),
         "psnr_hold": hold.tolist(),
-        "val/psnr": float(psnr.mean()),
-        "val/psnr_hold": float(hold.mean()),
-        "val/psnr_min": float(psnr.min()),
-        "val/ssim": float(ssim.mean()),
-        "val/psnr_step": float(psnr_per_frame(step, target)[0].mean()),
-        "val/psnr_step_hold": float(psnr_per_frame(prev, target)[0].mean()),
-        "val/frames_per_s": target.shape[1] / seconds,
-        "time/val_s": seconds,
+        M.VAL_PSNR: float(psnr.mean()),
+        M.VAL_PSNR_HOLD: float(hold.mean()),
+        M.VAL_PSNR_MIN: float(psnr.min()),
+        M.VAL_SSIM: float(ssim.mean()),
+        M.VAL_PSNR_STEP: float(psnr_per_frame(step, target)[0].mean()),
+        M.VAL_PSNR_STEP_HOLD: float(psnr_per_frame(prev, target)[0].mean()),
+        M.VAL_FPS: target.shape[1] / seconds,
+        M.VAL_S: seconds,
     }
 
 

@@ -53,12 +53,41 @@ def kl_per_frame(mu: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=(0, 2, 3, 4)) / b
 
 
-# The metrics `cvae.train.run` reports every epoch (contract 1 of DESIGN.md): the one list of their names.
+# The metric keys `cvae.train.run` reports every epoch (docs/ARCHITECTURE.md, "the metric contract"):
+# one definition each; train.py and evaluate.py build their dicts from these names, study/ reads them,
+# and tests/test_train.py holds the reported keys equal to METRIC_NAMES.
+EPOCH = "epoch"  # 0-based epoch index
+TRAIN_LOSS = "train/loss"  # mean over the epoch's steps of MSE + beta * KL
+TRAIN_MSE = "train/mse"
+TRAIN_KL = "train/kl"  # the lab's KL term, per predicted frame, divided by the batch size
+BETA = "beta"  # the KL weight of this epoch (cvae.schedules.beta)
+TFR = "tfr"  # the teacher-forcing ratio of this epoch (cvae.schedules.tfr)
+TEACHER_FORCING = "teacher_forcing"  # the fraction of this epoch's steps that were teacher-forced
+FAST_TRAIN = "fast_train"  # whether this epoch trained on fast_partial of the sequences
+TRAIN_SEQUENCES = "train/sequences"  # sequences trained on this epoch
+LR = "lr"  # the learning rate this epoch trained with
+TRAIN_FPS = "train/frames_per_s"  # predicted training frames per wall second
+THREADS = "threads"  # torch intra-op threads
+DEVICE = "device"
+DIVERGED = "diverged"  # the loss (or the rollout) became NaN/inf: the run ends
+VAL_PSNR = "val/psnr"  # mean PSNR per frame of the autoregressive validation rollout (dB): the headline
+VAL_PSNR_HOLD = "val/psnr_hold"  # the same for repeating frame 0: the floor to beat
+VAL_PSNR_MIN = "val/psnr_min"  # the rollout's worst frame
+VAL_SSIM = "val/ssim"
+VAL_PSNR_STEP = "val/psnr_step"  # one-step predictions from the true previous frame
+VAL_PSNR_STEP_HOLD = "val/psnr_step_hold"  # copying the true previous frame: the one-step floor
+VAL_FPS = "val/frames_per_s"
+VAL_S = "time/val_s"  # wall seconds of the validation
+VAL_BEST = "val/best_psnr"  # the best val/psnr so far in the run
+EPOCH_S = "time/epoch_s"  # wall seconds of the whole epoch, validation included
+
 TRAIN_METRICS: tuple[str, ...] = (
-    "epoch", "train/loss", "train/mse", "train/kl", "beta", "tfr", "teacher_forcing", "fast_train",
-    "train/sequences", "lr", "train/frames_per_s", "threads", "device", "diverged")
+    EPOCH, TRAIN_LOSS, TRAIN_MSE, TRAIN_KL, BETA, TFR, TEACHER_FORCING, FAST_TRAIN, TRAIN_SEQUENCES, LR, TRAIN_FPS,
+    THREADS, DEVICE, DIVERGED)
 # Written at each validation and carried forward on epochs without one, so every row has them.
-VAL_CARRIED: tuple[str, ...] = (
-    "val/psnr", "val/psnr_hold", "val/psnr_min", "val/ssim", "val/psnr_step", "val/psnr_step_hold")
-VAL_METRICS: tuple[str, ...] = (*VAL_CARRIED, "val/frames_per_s", "time/val_s", "val/best_psnr")
-METRIC_NAMES: tuple[str, ...] = (*TRAIN_METRICS, *VAL_METRICS, "time/epoch_s")
+VAL_CARRIED: tuple[str, ...] = (VAL_PSNR, VAL_PSNR_HOLD, VAL_PSNR_MIN, VAL_SSIM, VAL_PSNR_STEP, VAL_PSNR_STEP_HOLD)
+VAL_METRICS: tuple[str, ...] = (*VAL_CARRIED, VAL_FPS, VAL_S, VAL_BEST)
+METRIC_NAMES: tuple[str, ...] = (*TRAIN_METRICS, *VAL_METRICS, EPOCH_S)
+# DESIGN.md's contract 1: the metrics a run must report every epoch, at the least (all finite).
+CONTRACT: tuple[str, ...] = (EPOCH, TRAIN_LOSS, TRAIN_MSE, TRAIN_KL, BETA, TFR, VAL_PSNR, VAL_SSIM, VAL_PSNR_HOLD,
+                             EPOCH_S, TRAIN_FPS)

@@ -24,7 +24,8 @@ from cvae.config import Config
 from cvae.data import Dataset, DatasetError, DeviceFrames, load_dataset
 from cvae.device import autocast, available_cpus, grad_scaler, resolve_device, rng_states, set_rng_states, setup
 from cvae.evaluate import validate
-from cvae.metrics import VAL_CARRIED, kl_per_frame
+from cvae import metrics as M
+from cvae.metrics import kl_per_frame
 from cvae.model import CVAE
 
 log = logging.getLogger(__name__)
@@ -195,20 +196,20 @@ def train_epoch(run: RunState, cfg: Config, frames: DeviceFrames, progress: Call
     lr = run.optimizer.param_groups[0]["lr"]
     if not diverged:
         run.scheduler.step()
-    frames = max(done, 1) * t.batch_size * (cfg.data.video_len - 1)
+    n_frames = max(done, 1) * t.batch_size * (cfg.data.video_len - 1)  # predicted frames trained on
     return {
-        "epoch": epoch,
-        "train/loss": mean[0],
-        "train/mse": mean[1],
-        "train/kl": mean[2],
-        "beta": beta,
-        "tfr": tfr,
-        "teacher_forcing": tf_steps / max(done, 1),
-        "fast_train": epoch < t.fast_train_epoch,
-        "train/sequences": max(done, 1) * t.batch_size,
-        "lr": lr,
-        "train/frames_per_s": frames / seconds if seconds > 0 else math.nan,
-        "diverged": diverged,
+        M.EPOCH: epoch,
+        M.TRAIN_LOSS: mean[0],
+        M.TRAIN_MSE: mean[1],
+        M.TRAIN_KL: mean[2],
+        M.BETA: beta,
+        M.TFR: tfr,
+        M.TEACHER_FORCING: tf_steps / max(done, 1),
+        M.FAST_TRAIN: epoch < t.fast_train_epoch,
+        M.TRAIN_SEQUENCES: max(done, 1) * t.batch_size,
+        M.LR: lr,
+        M.TRAIN_FPS: n_frames / seconds if seconds > 0 else math.nan,
+        M.DIVERGED: diverged,
     }
 
 
@@ -219,17 +220,17 @@ def validate_epoch(run: RunState, cfg: Config, data: Dataset, metrics: dict[str,
     are then carried forward, so every row has the val columns)."""
     t = cfg.train
     due = (run.epoch + 1) % t.val_every == 0 or run.epoch == t.epochs - 1
-    if metrics["diverged"] or not due:
+    if metrics[M.DIVERGED] or not due:
         if run.history:
-            metrics.update({k: run.history[-1][k] for k in VAL_CARRIED if k in run.history[-1]})
+            metrics.update({k: run.history[-1][k] for k in M.VAL_CARRIED if k in run.history[-1]})
         return None
     val = validate(run.model, data, t.seed, t.precision)
-    if not math.isfinite(val["val/psnr"]):
-        metrics["diverged"] = True
+    if not math.isfinite(val[M.VAL_PSNR]):
+        metrics[M.DIVERGED] = True
     curve, hold = val.pop("psnr"), val.pop("psnr_hold")
     metrics.update(val)
-    if val["val/psnr"] > run.best:
-        run.best, run.best_epoch, run.best_curve = val["val/psnr"], run.epoch, curve
+    if val[M.VAL_PSNR] > run.best:
+        run.best, run.best_epoch, run.best_curve = val[M.VAL_PSNR], run.epoch, curve
     return {"epoch": run.epoch, "psnr": curve, "psnr_hold": hold, "best_epoch": run.best_epoch, "best_psnr": run.best_curve}
 
 
@@ -270,20 +271,20 @@ def run(
     while state.epoch < t.epochs:
         epoch_start = time.perf_counter()
         metrics = train_epoch(state, cfg, frames, progress)
-        metrics["threads"] = threads
-        metrics["device"] = str(device)
+        metrics[M.THREADS] = threads
+        metrics[M.DEVICE] = str(device)
         frames_record = validate_epoch(state, cfg, data, metrics)
-        metrics["val/best_psnr"] = state.best if math.isfinite(state.best) else math.nan
-        metrics["time/epoch_s"] = time.perf_counter() - epoch_start
+        metrics[M.VAL_BEST] = state.best if math.isfinite(state.best) else math.nan
+        metrics[M.EPOCH_S] = time.perf_counter() - epoch_start
         state.history.append(dict(metrics))
         ckpt = None
-        if ckpt_root is not None and not metrics["diverged"]:  # never save NaN weights
+        if ckpt_root is not None and not metrics[M.DIVERGED]:  # never save NaN weights
             ckpt = save_checkpoint(epoch_dir(ckpt_root, state.epoch), state.state_dict(state.epoch), cfg, frames_record)
             last_ckpt = ckpt
             prune(ckpt_root, t.keep_checkpoints, keep_epoch=state.best_epoch)
         if report is not None:
             report(dict(metrics), ckpt)
-        if metrics["diverged"]:
+        if metrics[M.DIVERGED]:
             break
         state.epoch += 1
 
@@ -292,7 +293,7 @@ def run(
         best_val_psnr=state.best,
         best_epoch=state.best_epoch,
         last_metrics=metrics,
-        diverged=bool(metrics.get("diverged", False)),
+        diverged=bool(metrics.get(M.DIVERGED, False)),
         checkpoint=last_ckpt,
         history=state.history,
     )
@@ -303,4 +304,4 @@ if __name__ == "__main__":  # `python -m cvae.train` stays the single-run comman
 
     from cvae.cli import main
 
-    sys.exit(main())
+    sys.exit(main(train=run))

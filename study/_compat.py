@@ -7,6 +7,9 @@ tests/test_compat.py runs a real Tune experiment and fails loudly when any of th
   `experiment_state-*.json`. ResultGrid/ExperimentAnalysis give no status of a RUNNING or PENDING
   trial and need a Tune-written state to load, where the report must also read a half-copied or
   hand-made folder.
+- `restorable(path, fs)`: whether Tuner.restore can resume the experiment at path, as
+  `Tuner.can_restore` answers it (the Tuner's state file is there), without importing Ray: `cvae-study
+  status` and `list` must not start Ray's import of half a cluster runtime to read a folder.
 - `searcher_study(exp_dir)`: the Optuna study inside the searcher state Tune saved with the
   experiment (`searcher-state-*.pkl`); OptunaSearch restores from that file (public) but keeps the
   study in `_ot_study`.
@@ -22,6 +25,16 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # written by Tune's driver (TuneController)
 SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # written by SearchGenerator.save_to_dir
+TUNER_STATE = "tuner.pkl"  # ray.tune.impl.tuner_internal._TUNER_PKL: what Tuner.can_restore looks for
+
+
+def restorable(path: str | Path, fs: Any = None) -> bool:
+    """Tuner.can_restore(path, storage_filesystem=fs), without Ray: the Tuner's state file is at path."""
+    if fs is None:
+        return (Path(path) / TUNER_STATE).is_file()
+    from pyarrow import fs as pafs
+
+    return fs.get_file_info(f"{str(path).rstrip('/')}/{TUNER_STATE}").type != pafs.FileType.NotFound
 
 
 def trial_states(exp_dir: str | Path) -> dict[str, tuple[str, str]]:
@@ -59,4 +72,4 @@ def searcher_study(exp_dir: str | Path) -> Any:
     return searcher._ot_study
 
 
-__all__ = ["searcher_study", "trial_states"]
+__all__ = ["EXPERIMENT_STATE_GLOB", "SEARCHER_STATE_GLOB", "TUNER_STATE", "restorable", "searcher_study", "trial_states"]

@@ -44,7 +44,7 @@ def _place(where: str) -> Place:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from study.console import fmt_s, snapshot
+    from study.progress import fmt_s, snapshot
     from study.driver import place_state
     from study.manifest import code_line
 
@@ -83,7 +83,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         return 2
     best = exp_dir / BEST
     if not best.is_file():
-        from study.console import best_so_far
+        from study.progress import best_so_far
 
         so_far, _ = best_so_far(exp_dir)
         print(f"error: {exp_dir}: no {BEST} yet (written when the study ends or is interrupted)"

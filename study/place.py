@@ -126,10 +126,10 @@ class Place:
         return state_of(names, bool(names) and FINISHED not in names and self.restorable())
 
     def restorable(self) -> bool:
-        """Whether Ray Tune can restore the experiment here (Tuner.can_restore)."""
-        from ray.tune import Tuner
+        """Whether Ray Tune can restore the experiment here (Tuner.can_restore's answer, without Ray)."""
+        from study._compat import restorable
 
-        return Tuner.can_restore(self.tune_path(), storage_filesystem=self.remote.fs if self.remote else None)
+        return restorable(self.tune_path(), self.remote.fs if self.remote else None)
 
     def move_aside(self) -> str:
         """Rename the study folder to `<name>.old-<timestamp>` (never deletes); returns where it went."""

@@ -95,10 +95,10 @@ def trials_that_fit(resources: dict[str, float], cpus_per_trial: float, gpus_per
 
 def _quiet_workers() -> dict[str, Any]:
     """ray.init's runtime_env for a local Ray without --verbose: the trials' workers log no
-    per-epoch "Checkpoint successfully created" line (study.console.quiet_worker)."""
-    from study import console
+    per-epoch "Checkpoint successfully created" line (study.logs.quiet_worker)."""
+    from study import logs
 
-    return {} if console.is_verbose() else {"runtime_env": {"worker_process_setup_hook": "study.console.quiet_worker"}}
+    return {} if logs.is_verbose() else {"runtime_env": {"worker_process_setup_hook": "study.logs.quiet_worker"}}
 
 
 def start_ray(address: str | None, cpus_per_trial: float, gpus_per_trial: float = 0.0,
@@ -333,7 +333,7 @@ def _fit(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool, 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
-    from study.console import quiet_logs
+    from study.logs import quiet_logs
 
     quiet_logs(verbose)
 
@@ -395,9 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from study import console
+    from study import logs
 
-    console.set_verbose(args.verbose)
+    logs.set_verbose(args.verbose)
     try:
         spec, dataset = _prepare(args)
     except StudyError as e:

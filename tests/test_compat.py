@@ -27,7 +27,10 @@ def test_optuna_search_keeps_its_study_where_compat_reads_it(tmp_path: Path) -> 
 
 
 def test_nothing_to_read(tmp_path: Path) -> None:
+    from ray.tune import Tuner
+
     assert _compat.trial_states(tmp_path) == {} and _compat.searcher_study(tmp_path) is None
+    assert _compat.restorable(tmp_path) is False and Tuner.can_restore(str(tmp_path)) is False
     (tmp_path / "experiment_state-2026.json").write_text("{not json")
     assert _compat.trial_states(tmp_path) == {}
 
@@ -56,6 +59,10 @@ def test_compat_reads_a_real_tune_experiment(tmp_path: Path) -> None:
     finally:
         ray.shutdown()
     exp = tmp_path / "results" / spec.name
+    assert _compat.restorable(exp) and tune.Tuner.can_restore(str(exp))  # the same answer, without Ray
+    from pyarrow import fs as pafs
+
+    assert _compat.restorable(str(exp), pafs.LocalFileSystem())
     states = _compat.trial_states(exp)
     assert sorted(states.values()) == sorted((r.metrics["trial_id"], "TERMINATED") for r in results), states
     assert {Path(r.path).name for r in results} == set(states)

@@ -17,10 +17,11 @@ import pytest
 
 from conftest import ROOT
 from fake_results import HOLD, write_fake_study
-from study import console
+from study import logs
 from study.analyze import analyze, ranking, read_study, winner
 from study.cli import main as cli
-from study.console import StudyConsole, fmt_s, live_progress, snapshot
+from study.console import StudyConsole
+from study.progress import fmt_s, live_progress, snapshot
 from study.driver import STALE_S, DriverLock, Mark, study_state
 from study.place import Place
 from study_helpers import (checkpoints, kill_session, run_cli, start_cli, study_cmd, tail, trial_dirs, wait_for,
@@ -69,13 +70,13 @@ def test_verbose_gives_tunes_table(tmp_path: Path) -> None:
     table = SimpleNamespace(should_report=lambda trials, done=False: True, setup=lambda **kw: None,
                             report=lambda trials, done, *info: calls.append(done))
     reporter = StudyConsole(tmp_path, "val/psnr", total=1, epochs=1, concurrency=1, table=table)
-    console.set_verbose(True)
+    logs.set_verbose(True)
     try:
         reporter.setup()
         assert reporter.should_report([], False)
         reporter.report([], False)
     finally:
-        console.set_verbose(False)
+        logs.set_verbose(False)
     assert calls == [False]
 
 

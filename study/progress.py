@@ -1,0 +1,183 @@
+"""How far along a study is, from Tune's trials in memory (the driver's console) or from results/
+alone (`cvae-study status`): trials done / running / pending, THE ranking's best setting so far with
+its margin over the floor (`val/psnr_hold`), and an ETA from the measured epoch times.
+
+No Ray here: `status` and `list` read a folder (docs/ARCHITECTURE.md: tests/test_architecture.py).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from cvae.metrics import EPOCH_S, VAL_PSNR, VAL_PSNR_HOLD
+
+
+def fmt_s(s: float | None) -> str:
+    """Seconds as 1h02m, 3m05s or 42s ('?' when unknown)."""
+    if s is None or not math.isfinite(s):
+        return "?"
+    s = int(round(max(s, 0.0)))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+@dataclass
+class Best:
+    """THE ranking's first setting so far (study.analyze.ranking)."""
+
+    setting: str
+    value: float
+    n: int  # seeds scored
+    floor: float | None  # val/psnr_hold at the scoring epoch of its best trial
+
+    def line(self, metric: str, short: bool = False) -> str:
+        over = self.floor is not None and metric == VAL_PSNR
+        if short:
+            return f"best {self.setting}: {self.value:.2f}" + (f" ({self.value - self.floor:+.2f} dB vs floor)" if over else "")
+        margin = f", {self.value - self.floor:+.2f} dB over the floor" if over else ""
+        seeds = f" (mean of {self.n} seeds)" if self.n > 1 else ""
+        return f"best {self.setting}: {metric} {self.value:.2f}{seeds}{margin}"
+
+
+def best_so_far(exp_dir: str | Path) -> tuple[Best | None, Any]:
+    """The ranking's best setting from the study's files, and the tables it came from."""
+    import polars as pl
+
+    from study.analyze import build_tables, finite, ranking, read_study, winner
+
+    info = read_study(exp_dir)
+    tables = build_tables(exp_dir)
+    best = winner(ranking(tables, info))
+    if best is None:
+        return None, tables
+    rows = tables.epochs.filter((pl.col("trial_id") == best["best_trial_id"]) & (pl.col("epoch") == best["best_epoch"]))
+    floor = rows[VAL_PSNR_HOLD][0] if rows.height and VAL_PSNR_HOLD in rows.columns else None
+    return Best(best["setting"], float(best["mean"]), int(best["n"]), float(floor) if finite(floor) else None), tables
+
+
+@dataclass
+class Progress:
+    """How far along a study is: trials by state, trial-epochs done of planned, time."""
+
+    total: int  # trials planned
+    done: int = 0  # ended: completed, stopped early, diverged or errored
+    running: int = 0
+    errored: int = 0
+    epochs_done: int = 0  # trial-epochs reported
+    epochs_left: int = 0  # trial-epochs still to run (an upper bound under ASHA)
+    epoch_s: float | None = None  # mean wall seconds of one trial-epoch
+    concurrency: int = 1
+    elapsed_s: float | None = None
+    best: Best | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # status -> trials (study.analyze's statuses)
+
+    @property
+    def pending(self) -> int:
+        return max(self.total - self.done - self.running, 0)
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.epochs_left == 0:
+            return 0.0
+        if self.epoch_s is None:
+            return None
+        return self.epochs_left * self.epoch_s / max(min(self.concurrency, self.running + self.pending), 1)
+
+    def line(self, metric: str, short: bool = False) -> str:
+        """The progress line; `short` leaves out the times (the bar shows them) and trims the best."""
+        parts = [f"{self.done}/{self.total} trials done, {self.running} running, {self.pending} pending"
+                 + (f" ({self.errored} errored)" if self.errored else "")]
+        parts.append(self.best.line(metric, short) if self.best else f"best: no {metric} yet")
+        if not short:
+            parts.append(f"elapsed {fmt_s(self.elapsed_s)}, ETA {fmt_s(self.eta_s)}")
+        return " | ".join(parts)
+
+
+def epochs_reported(result: dict[str, Any] | None) -> int:
+    """Epochs a trial has reported, from its last Tune result (None: none yet)."""
+    return int((result or {}).get("training_iteration") or 0)
+
+
+def live_progress(trials: Sequence[Any], total: int, epochs: int, concurrency: int) -> Progress:
+    """Progress from Tune's trials in memory (the driver's view: pending trials not yet created
+    count as pending)."""
+    p = Progress(total=max(total, len(trials)), concurrency=concurrency)
+    times: list[float] = []
+    for t in trials:
+        ran = epochs_reported(t.last_result)
+        p.epochs_done += ran
+        if t.status in ("TERMINATED", "ERROR"):
+            p.done += 1
+            p.errored += t.status == "ERROR"
+        else:
+            p.running += t.status == "RUNNING"
+            p.epochs_left += max(epochs - ran, 0)
+        total_s = (t.last_result or {}).get("time_total_s")
+        if ran and total_s:
+            times.append(float(total_s) / ran)
+    p.epochs_left += max(p.total - len(trials), 0) * epochs
+    p.epoch_s = sum(times) / len(times) if times else None
+    return p
+
+
+def snapshot(exp_dir: str | Path, state: str | None = None) -> tuple[str, Progress]:
+    """A study's state and progress from its results folder alone (contract 5): for `cvae-study status`
+    on a running, interrupted or finished study. The state is study.driver.study_state's (study.place's,
+    with an unfinished study "running" while its driver lives, else "interrupted") unless given."""
+    import polars as pl
+
+    from study.analyze import read_study
+    from study.driver import study_state, tune_heartbeat
+
+    exp_dir = Path(exp_dir)
+    state = state or study_state(exp_dir)  # a URI study's mirror: its caller judged the URI (place_state)
+    info = read_study(exp_dir)
+    spec = info.spec
+    total = spec.num_trials if spec else 0
+    epochs = spec.max_epochs if spec else 0
+    best, tables = best_so_far(exp_dir)
+    t = tables.trials
+    counts = {s: n for s, n in t.group_by("status").len().iter_rows()} if t.height else {}
+    p = Progress(total=max(total, t.height), best=best, counts=counts)
+    p.done = t.height - counts.get("running", 0)
+    if t.height:  # analyze's "running" holds Tune's PENDING trials too (not ended)
+        p.running = t.filter((pl.col("status") == "running") & (pl.col("ray_status").fill_null("") != "PENDING")).height
+    p.errored = counts.get("errored", 0)
+    e = tables.epochs
+    p.epochs_done = e.height
+    if t.height:
+        running = t.filter(pl.col("status") == "running")
+        p.epochs_left = int(sum(max(epochs - int(n or 0), 0) for n in running["epochs_run"]))
+    p.epochs_left += max(p.total - t.height, 0) * epochs
+    if EPOCH_S in e.columns and e.height:
+        p.epoch_s = float(e[EPOCH_S].drop_nans().mean() or 0) or None
+    heartbeat = tune_heartbeat(exp_dir)
+    if state != "running":  # trials that had not ended are not running now
+        p.running = 0
+    # without [study] max_concurrent, the study ran as many as its cluster held: as many as run now
+    p.concurrency = (spec.max_concurrent if spec else None) or max(p.running, 1)
+    started = _started(exp_dir)
+    if started is not None:
+        end = time.time() if state == "running" else (heartbeat or time.time())
+        p.elapsed_s = max(end - started, 0.0)
+    return state, p
+
+
+def _started(exp_dir: Path) -> float | None:
+    """When the study started: its first trial's start (Tune's timestamp minus time_total_s)."""
+    from study.analyze import read_results, trial_dirs
+    from study.place import TRIAL_RESULTS
+
+    starts = []
+    for d in trial_dirs(exp_dir):
+        res = read_results(d / TRIAL_RESULTS)
+        if res.height and {"timestamp", "time_total_s"} <= set(res.columns):
+            starts.append(float((res["timestamp"] - res["time_total_s"]).min()))
+    return min(starts) if starts else None
+
+
+__all__ = ["Best", "Progress", "best_so_far", "epochs_reported", "fmt_s", "live_progress", "snapshot"]
