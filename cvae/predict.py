@@ -11,8 +11,9 @@ poses with z ~ N(0, 1) (CVAE.rollout, the validation's own path), and writes int
 
 Everything is read and checked before anything is written, and each file is renamed into place
 whole, so a bad checkpoint, a bad test split or an interrupted run leaves no partial submission.
-The noise is drawn on the CPU from one generator seeded by --seed, sequence after sequence, so a
-seed gives the same submission on any device.
+The noise is drawn on the CPU from one generator seeded by --seed, sequence after sequence, so every
+device sees the same z; the same --seed, --threads and device give the same submission bit for bit
+(the thread count changes the last bits of float sums, and rint can then flip a value).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from torch.nn import functional as nnf
 from cvae.checkpoint import CONFIG_FILE, FRAMES_FILE, MANIFEST_FILE, CheckpointError
 from cvae.config import ConfigError
 from cvae.data import DatasetError, to_tensor
-from cvae.device import resolve_device
+from cvae.device import choose_threads, resolve_device
 from cvae.evaluate import load_model
 from cvae.model import CVAE
 from cvae.submission import FRAME_SHAPE, SEQ_FRAMES, atomic_write, quantize, to_rows, write_submission
@@ -139,6 +140,9 @@ def parser(prog: str = "python -m cvae.predict", checkpoint_required: bool = Tru
     p.add_argument("--resize", action="store_true", help=f"accept a model trained at another frame size than {h}x{w}: "
                                                          "inputs and predictions resized bilinearly")
     p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: the free CPUs, as python -m cvae.train "
+                                               "picks them); the count changes float sums' last bits, so the same "
+                                               "--seed and --threads reproduce a submission bit for bit")
     return p
 
 
@@ -151,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     out_h, out_w = FRAME_SHAPE[1:]
     try:
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError("--threads", f"must be >= 1, got {args.threads}")
         if not ckpt.is_dir():
             raise CheckpointError(f"{ckpt}: no such checkpoint folder")
         model, cfg = load_model(ckpt)
@@ -164,14 +170,25 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.threads is None:
+        choice = choose_threads()
+        threads, why = choice.threads, f"{choice.why}; --threads sets it"
+    else:
+        threads, why = args.threads, "--threads"
     epoch = json.loads((ckpt / MANIFEST_FILE).read_text()).get("epoch")
-    print(f"checkpoint {ckpt} (epoch {epoch}, frames {size[0]}x{size[1]}), on {device}, seed {args.seed}")
+    print(f"checkpoint {ckpt} (epoch {epoch}, frames {size[0]}x{size[1]}), on {device}, seed {args.seed}, "
+          f"threads {threads} ({why})")
     print(f"test split {split.root}: {len(split)} sequences of {SEQ_FRAMES} frames"
           + (", with ground truth" if split.truth is not None else ""))
     if size != (out_h, out_w):
         print(f"resize: inputs {out_h}x{out_w} -> {size[0]}x{size[1]}, predictions back to {out_h}x{out_w} (bilinear)")
-    frames = predict_split(model.to(device), split, args.seed, size,
-                           progress=lambda r: tqdm(r, desc="predict", unit="seq", dynamic_ncols=True))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        frames = predict_split(model.to(device), split, args.seed, size,
+                               progress=lambda r: tqdm(r, desc="predict", unit="seq", dynamic_ncols=True))
+    finally:
+        torch.set_num_threads(before)  # a caller's own setting (the tests', a notebook's) comes back
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         score = score_rows(rows, truth_rows(split))
         val = _val_psnr(ckpt)
         record = {"submission": str(out / SUBMISSION), "checkpoint": str(ckpt), "seed": args.seed,
-                  "val/psnr": val, **score.to_dict()}
+                  "threads": threads, "device": str(device), "val/psnr": val, **score.to_dict()}
         atomic_write(out / SCORE, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
         print(f"score against {split.root / 'test_gt'} (PSNR, data range 255) -> {out / SCORE}:")
         print("\n".join(report_lines(score)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +16,7 @@ from PIL import Image, ImageSequence
 from skimage.metrics import peak_signal_noise_ratio
 from torch import Tensor
 
+from conftest import PYTHON, ROOT
 from cvae import predict
 from cvae.checkpoint import load_config_of, save_checkpoint
 from cvae.model import CVAE
@@ -45,7 +47,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def predicted(data: Path, ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pred") / "out"
-    assert predict.main(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--device", "cpu"]) == 0
+    assert predict.main(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--device", "cpu", "--threads", "1"]) == 0
     return out
 
 
@@ -89,17 +91,18 @@ def test_same_seed_same_submission(predicted: Path, ckpt: Path, tmp_path: Path) 
     drawn sequence after sequence from one CPU generator), and no score.json without test_gt."""
     one = write_split(tmp_path / "one", n=1, truth=False)
     out = tmp_path / "again"
-    assert predict.main(["--checkpoint", str(ckpt), "--data", str(one), "--out", str(out), "--device", "cpu"]) == 0
+    assert predict.main(["--checkpoint", str(ckpt), "--data", str(one), "--out", str(out), "--device", "cpu", "--threads", "1"]) == 0
     again = (out / "submission.csv").read_bytes().splitlines()
     assert again == (predicted / "submission.csv").read_bytes().splitlines()[:1 + SEQ_FRAMES]
     assert not (out / "score.json").exists()
+    assert torch.get_num_threads() == 1  # predict gives the caller's thread count back
 
 
 def test_a_model_trained_at_another_size_needs_resize(one: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     small = write_checkpoint(tmp_path / "small", frame_H=16, frame_W=32, model=TINIER)
     out = tmp_path / "out"
-    args = ["--checkpoint", str(small), "--data", str(one), "--out", str(out), "--device", "cpu"]
+    args = ["--checkpoint", str(small), "--data", str(one), "--out", str(out), "--device", "cpu", "--threads", "1"]
     assert predict.main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {small / 'config.json'}: ")
@@ -129,7 +132,7 @@ def test_a_model_that_copies_its_input_scores_the_hold_floor(data: Path, ckpt: P
     cfg = load_config_of(ckpt)
     monkeypatch.setattr(predict, "load_model", lambda _: (Copycat(cfg.model).eval(), cfg))
     out = tmp_path / "copy"
-    assert predict.main(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--device", "cpu"]) == 0
+    assert predict.main(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--device", "cpu", "--threads", "1"]) == 0
     capsys.readouterr()
     per_seq = []
     for i in range(2):
@@ -192,7 +195,7 @@ def test_a_broken_test_split_is_refused_and_nothing_is_written(case: str, data: 
     shutil.copytree(data, root, copy_function=os.link)  # hard links: milliseconds, not a copy of 3800 PNGs
     bad = BROKEN[case](root)
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(ckpt), "--data", str(root), "--out", str(out), "--device", "cpu"]) == 2
+    assert predict.main(["--checkpoint", str(ckpt), "--data", str(root), "--out", str(out), "--device", "cpu", "--threads", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {bad}: "), err
     assert not out.exists()
@@ -227,7 +230,7 @@ def test_cvae_study_predict_takes_the_ranked_best_checkpoint(one: Path, tmp_path
     save_checkpoint(best, {"epoch": json.loads((best / "manifest.json").read_text())["epoch"],
                            "model": CVAE(cfg.model).state_dict()}, cfg, frames)
     out = tmp_path / "out"
-    assert main(["predict", str(exp), "--data", str(one), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["predict", str(exp), "--data", str(one), "--out", str(out), "--device", "cpu", "--threads", "1"]) == 0
     said = capsys.readouterr().out
     assert said.startswith("best run: trial ") and f"checkpoint {best} (epoch " in said
     assert "public  (sequence 0):" in said and "the checkpoint's val/psnr:" in said
@@ -239,3 +242,13 @@ def test_cvae_study_predict_takes_the_ranked_best_checkpoint(one: Path, tmp_path
     (tmp_path / "empty").mkdir()
     assert main(["predict", str(tmp_path / "empty"), "--data", str(one), "--out", str(tmp_path / "o2")]) == 2
     assert "no best checkpoint" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+def test_the_commands_as_a_user_types_them(data: Path, tmp_path: Path) -> None:
+    """`python -m cvae.predict` and `cvae-study predict` exist as typed, and refuse before any work."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    for cmd in ([PYTHON, "-m", "cvae.predict"], [str(Path(PYTHON).parent / "cvae-study"), "predict"]):
+        done = subprocess.run([*cmd, "--checkpoint", str(tmp_path / "nope"), "--data", str(data), "--out",
+                               str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and done.stderr == f"error: {tmp_path / 'nope'}: no such checkpoint folder\n"
+        assert not (tmp_path / "out").exists()
