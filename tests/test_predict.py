@@ -252,3 +252,29 @@ def test_the_commands_as_a_user_types_them(data: Path, tmp_path: Path) -> None:
                                str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and done.stderr == f"error: {tmp_path / 'nope'}: no such checkpoint folder\n"
         assert not (tmp_path / "out").exists()
+
+
+def test_the_embedded_test_split_predicts_and_scores(ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The embedded data's own test split (cvae.synthetic), read by the same reader: a model that repeats
+    frame 0 scores the PSNR of repeating frame 0, computed here from its test_gt PNGs with scikit-image."""
+    from cvae.config import DataConfig
+    from cvae.synthetic import ensure_dataset
+
+    if "synthetic_test_sequences" not in DataConfig.__dataclass_fields__:
+        pytest.skip("the embedded data has no test split yet")
+    root = ensure_dataset(DataConfig(synthetic_train_videos=1, synthetic_train_frames=16, video_len=4,
+                                     val_video_len=12, synthetic_test_sequences=1))
+    cfg = load_config_of(ckpt)
+    monkeypatch.setattr(predict, "load_model", lambda _: (Copycat(cfg.model).eval(), cfg))
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(ckpt), "--data", str(root), "--out", str(out), "--device", "cpu",
+                         "--threads", "1"]) == 0
+    capsys.readouterr()
+    rows = read_submission(out / "submission.csv")
+    gt = root / "test" / "test_gt" / "0"
+    first = np.asarray(Image.open(root / "test" / "test_img" / "0" / "frame0.png"))
+    assert rows.shape == (SEQ_FRAMES, 3 * 32 * 64) and (rows == np.moveaxis(first, -1, 0).reshape(-1)).all()
+    hold = np.mean([peak_signal_noise_ratio(np.asarray(Image.open(gt / f"frame{t}.png")), first, data_range=255)
+                    for t in range(1, 601)])
+    assert json.loads((out / "score.json").read_text())["public"] == pytest.approx(hold, abs=1e-9)
