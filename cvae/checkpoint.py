@@ -21,6 +21,8 @@ from cvae.config import Config
 
 log = logging.getLogger(__name__)
 
+RESULTS_DIR = "results"  # the project's results folder: single runs under runs/<config>/, studies beside
+RUNS_DIR = "runs"
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.json"

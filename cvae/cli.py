@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from cvae.checkpoint import METRICS_FILE, epoch_dirs, epoch_of, latest_good_checkpoint, load_config_of, move_aside
+from cvae.checkpoint import METRICS_FILE, RESULTS_DIR, RUNS_DIR, epoch_dirs, epoch_of, latest_good_checkpoint, load_config_of, move_aside
 from cvae.config import Config, ConfigError, load_config, smoke_config
 from cvae.data import DatasetError, load_dataset
 from cvae.device import choose_threads, resolve_device
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None, train: Callable[..., Any] | None = None)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path("results") / "runs" / (Path(args.config).stem + ("-smoke" if args.smoke_test else ""))
+    out = Path(args.out) if args.out else Path(RESULTS_DIR) / RUNS_DIR / (Path(args.config).stem + ("-smoke" if args.smoke_test else ""))
     resume = None
     if epoch_dirs(out):
         if args.fresh:

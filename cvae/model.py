@@ -20,7 +20,9 @@ from cvae.config import ModelConfig
 from cvae.modules import Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder
 
 
-class Posterior(NamedTuple):
+class ForwardPass(NamedTuple):
+    """The training pass's output: the predicted frames and the posterior's parameters."""
+
     pred: Tensor  # (B, T-1, 3, H, W) predicted frames 1..T-1
     mu: Tensor  # (B, T-1, N, H, W)
     logvar: Tensor  # (B, T-1, N, H, W)
@@ -86,7 +88,7 @@ class CVAE(nn.Module):
         return torch.randn(steps, b, self.cfg.N_dim, h, w, device=like.device, dtype=like.dtype, generator=generator)
 
     # -- training -------------------------------------------------------------------------------
-    def forward(self, img: Tensor, label: Tensor, teacher_forcing: bool, eps: Tensor | None = None) -> Posterior:
+    def forward(self, img: Tensor, label: Tensor, teacher_forcing: bool, eps: Tensor | None = None) -> ForwardPass:
         """Training forward over a sequence batch, img/label (B, T, 3, H, W).
 
         Predicts frames 1..T-1, each from the previous frame (ground truth with teacher forcing,
@@ -103,7 +105,7 @@ class CVAE(nn.Module):
         z, mu, logvar = post.split(self.cfg.N_dim, dim=2)  # each (B, T-1, N, H, W)
         if teacher_forcing:
             pred = self._chunked(self.decode, frame_feat[:, :-1], label_feat, z)
-            return Posterior(pred, mu, logvar)
+            return ForwardPass(pred, mu, logvar)
         preds = []
         prev_feat = frame_feat[:, 0]
         for i in range(t - 1):
@@ -111,7 +113,7 @@ class CVAE(nn.Module):
             preds.append(x)
             if i + 1 < t - 1:
                 prev_feat = self.frame_transformation(x)
-        return Posterior(torch.stack(preds, dim=1), mu, logvar)
+        return ForwardPass(torch.stack(preds, dim=1), mu, logvar)
 
     # -- inference ------------------------------------------------------------------------------
     def step(self, prev: Tensor, label: Tensor, z: Tensor | None = None) -> Tensor:

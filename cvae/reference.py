@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cvae.model import CVAE, Posterior
+from cvae.model import CVAE, ForwardPass
 
 
-def forward_reference(model: CVAE, img: Tensor, label: Tensor, teacher_forcing: bool, eps: Tensor) -> Posterior:
+def forward_reference(model: CVAE, img: Tensor, label: Tensor, teacher_forcing: bool, eps: Tensor) -> ForwardPass:
     """Same contract as `CVAE.forward`, computed as the lab template does: for t = 1..T-1, encode
     frame t and pose t, sample the posterior, encode the previous frame, decode."""
     t = img.shape[1]
@@ -27,7 +27,7 @@ def forward_reference(model: CVAE, img: Tensor, label: Tensor, teacher_forcing: 
         mus.append(mu)
         logvars.append(logvar)
         prev = x
-    return Posterior(torch.stack(preds, 1), torch.stack(mus, 1), torch.stack(logvars, 1))
+    return ForwardPass(torch.stack(preds, 1), torch.stack(mus, 1), torch.stack(logvars, 1))
 
 
 @torch.no_grad()

@@ -46,7 +46,8 @@ import polars as pl
 from cvae.checkpoint import CONFIG_FILE, FRAMES_FILE, MANIFEST_FILE
 from cvae.config import SECTIONS, Config, ConfigError, field_types
 from study._compat import trial_states
-from study.place import FINISHED, STUDY_COPY, TABLES, TRIAL_ERROR, TRIAL_PARAMS, TRIAL_RESULTS
+from study.keys import CPU_S, GPU_SHARE, SEED
+from study.place import FINISHED, STUDY_COPY, TABLES_DIR, TRIAL_ERROR, TRIAL_PARAMS, TRIAL_RESULTS
 from study.spec import FIELD_SECTION, METRICS, OBJECTIVES, Param, StudyError, StudySpec, load_spec, plain_type
 
 if sys.version_info >= (3, 11):
@@ -57,7 +58,6 @@ else:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 STATUSES: tuple[str, ...] = ("completed", "diverged", "errored", "stopped_early", "running")
-SEED = "seed"
 
 # Ray's per-result bookkeeping that is no metric: dropped from the epochs table.
 _RAY_DROP = ("config", "date", "pid", "hostname", "node_ip", "checkpoint_dir_name", "should_checkpoint",
@@ -68,7 +68,6 @@ _INT_METRICS = ("epoch", "training_iteration", "train/sequences", "threads")
 # Ray writes NaN/Infinity as bare tokens (Python's json), which is not JSON and which Polars refuses.
 _NONFINITE = re.compile(rb"(?<=[:,\[])(\s*)(?:-?Infinity|NaN)(?=\s*[,\]}])")
 _RUNNING = ("RUNNING", "PENDING", "PAUSED")
-GPU_RESOURCE = "resources/gpu"  # result key (study.trainable): the fraction of a GPU Ray reserved for the trial
 
 
 @dataclass(frozen=True)
@@ -227,7 +226,7 @@ def trial_dirs(study_dir: str | Path) -> list[Path]:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         return []
-    return sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith((".", TABLES))
+    return sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith((".", TABLES_DIR))
                   and ((p / TRIAL_PARAMS).is_file() or (p / TRIAL_RESULTS).is_file()))
 
 
@@ -410,8 +409,8 @@ def _aggregate(epochs: pl.DataFrame) -> pl.DataFrame:
         last("val/psnr_hold").alias("val_psnr_hold"),
         last("val/ssim").alias("last_val_ssim"),
         agg("time_total_s", "max").alias("wall_s"),
-        last("time/cpu_s").alias("cpu_s"),
-        last(GPU_RESOURCE).fill_null(0.0).alias("gpus"),
+        last(CPU_S).alias("cpu_s"),
+        last(GPU_SHARE).fill_null(0.0).alias("gpus"),
         agg("train/frames_per_s", "mean").alias("train_frames_per_s"),
         (pl.col("diverged").fill_null(False).any() if "diverged" in epochs.columns else pl.lit(False)).alias("diverged"),
         (pl.col("done").fill_null(False).any() if "done" in epochs.columns else pl.lit(False)).alias("done"),
@@ -530,7 +529,7 @@ def analyze(study_dir: str | Path) -> Tables:
     if not study_dir.is_dir():
         raise FileNotFoundError(f"{study_dir}: no such study results dir")
     tables = build_tables(study_dir)
-    out = study_dir / TABLES
+    out = study_dir / TABLES_DIR
     out.mkdir(exist_ok=True)
     for name in ("trials", "epochs", "frames"):
         _write_parquet(getattr(tables, name), out / f"{name}.parquet")
@@ -551,7 +550,7 @@ def _sources(study_dir: Path) -> Iterable[Path]:
 def load_tables(study_dir: str | Path) -> Tables:
     """The study's tables: read from tables/*.parquet if newer than every source file, else analyze()."""
     study_dir = Path(study_dir)
-    paths = [study_dir / TABLES / f"{n}.parquet" for n in ("trials", "epochs", "frames")]
+    paths = [study_dir / TABLES_DIR / f"{n}.parquet" for n in ("trials", "epochs", "frames")]
     if all(p.is_file() for p in paths):
         built = min(p.stat().st_mtime for p in paths)
         newest = max((p.stat().st_mtime for p in _sources(study_dir) if p.exists()), default=0.0)

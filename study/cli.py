@@ -20,15 +20,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from study.place import BEST, STUDY_COPY, Place, PlaceError
+from study.place import BEST, RESULTS_DIR, STUDY_COPY, Place, PlaceError, State
 
 STATE_HINT = {
-    "running": "its driver is alive; watch it here again, or open the report",
-    "interrupted": "not running: rerun `cvae-study run {study}` to resume it",
-    "finished": "every trial has ended",
-    "new": "nothing has run yet",
-    "stale": "it died before Ray Tune started: rerun it",
-    "foreign": "not a study of this tool",
+    State.RUNNING: "its driver is alive; watch it here again, or open the report",
+    State.INTERRUPTED: "not running: rerun `cvae-study run {study}` to resume it",
+    State.FINISHED: "every trial has ended",
+    State.NEW: "nothing has run yet",
+    State.STALE: "it died before Ray Tune started: rerun it",
+    State.FOREIGN: "not a study of this tool",
 }
 
 
@@ -63,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  trial-epochs: {p.epochs_done} done, {p.epochs_left} to go"
           + (f", {p.epoch_s:.1f} s each" if p.epoch_s else ""))
     print(f"  {p.best.line(metric) if p.best else f'best: no {metric} yet'}")
-    eta = f", ETA {fmt_s(p.eta_s)}" if state == "running" else ""
+    eta = f", ETA {fmt_s(p.eta_s)}" if state == State.RUNNING else ""
     print(f"  elapsed {fmt_s(p.elapsed_s)}{eta}")
     print(f"  {code_line(exp_dir)}")
     return 0
@@ -169,7 +169,7 @@ def parser() -> argparse.ArgumentParser:
     best.add_argument("results_dir", help="the study's results folder (e.g. results/kl) or its URI")
     best.set_defaults(func=cmd_best)
     lst = sub.add_parser("list", help="every study under a results folder, with its state")
-    lst.add_argument("storage", nargs="?", default="results",
+    lst.add_argument("storage", nargs="?", default=RESULTS_DIR,
                      help="the results folder or a storage URI (default: results)")
     lst.set_defaults(func=cmd_list)
     return p

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.place import DRIVER, PlaceError
+from study.place import DRIVER, PlaceError, State
 
 if TYPE_CHECKING:
     from study.place import Place
@@ -144,7 +144,7 @@ def tune_heartbeat(exp_dir: Path) -> float | None:
     return max(stamps) if stamps else None
 
 
-def study_state(exp_dir: str | Path) -> str:
+def study_state(exp_dir: str | Path) -> State:
     """study.place's state of a study folder, with an unfinished one told apart: "running" (a live
     driver: driver_alive; with no trace of one, Tune's state saved in the last STALE_S seconds) or
     "interrupted" (rerun to resume)."""
@@ -152,32 +152,32 @@ def study_state(exp_dir: str | Path) -> str:
 
     exp_dir = Path(exp_dir)
     state = Place(exp_dir).state()
-    if state != "unfinished":
+    if state != State.UNFINISHED:
         return state
     alive = driver_alive(exp_dir)
     if alive is None:
         beat = tune_heartbeat(exp_dir)
         alive = beat is not None and time.time() - beat < STALE_S
-    return "running" if alive else "interrupted"
+    return State.RUNNING if alive else State.INTERRUPTED
 
 
-def place_state(place: Place) -> str:
+def place_state(place: Place) -> State:
     """study_state of a study wherever it lives; a URI study is judged by its mark on the URI (read
     without copying the study) and by the lock of its local mirror."""
     if place.remote is None:
         return study_state(place.exp_dir)
     state = place.state()
-    if state != "unfinished":
+    if state != State.UNFINISHED:
         return state
     if lock_held(place.exp_dir):
-        return "running"
+        return State.RUNNING
     mark = None
     with contextlib.suppress(Exception):  # missing or unreadable: no live driver named
         mark = Mark.parse(place.remote.read_text(place.name, DRIVER))
     alive = mark is not None and time.time() - mark.heartbeat < STALE_S
     if alive and mark is not None and mark.host == socket.gethostname():
         alive = _pid_alive(mark.pid) is not False
-    return "running" if alive else "interrupted"
+    return State.RUNNING if alive else State.INTERRUPTED
 
 
 class DriverLock:

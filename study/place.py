@@ -15,6 +15,7 @@ cvae.checkpoint.move_aside, which the single-run CLI's --fresh uses too).
 from __future__ import annotations
 
 import contextlib
+import enum
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cvae.checkpoint import move_aside
+from cvae.checkpoint import RESULTS_DIR, move_aside
 from study.storage import RemoteStorage, StorageError, is_uri, open_storage, open_study_uri
 
 if sys.version_info >= (3, 11):
@@ -38,32 +39,47 @@ BEST = "best.toml"  # the best configuration as a single-run config for `python 
 REPORT = "report.html"  # study.report's page
 MANIFEST = "manifest.json"  # one record per run (start, resumes): code, packages, machine, data (study.manifest)
 DRIVER = "driver.json"  # the running driver's pid, host and heartbeat (study.driver; removed when it exits)
-TABLES = "tables"  # study.analyze's parquet tables (and the report's cached rollouts)
+TABLES_DIR = "tables"  # study.analyze's parquet tables (and the report's cached rollouts)
 # Ray Tune's files in each trial folder (<name>/<trial>/), beside its checkpoint_NNNNNN/ folders.
 TRIAL_PARAMS = "params.json"  # the sampled configuration
 TRIAL_RESULTS = "result.json"  # one JSON object per reported epoch
 TRIAL_ERROR = "error.txt"  # the trial's failures
 MIN_FREE_BYTES = 64 * 2**20  # free space a local storage must have before a study starts
-MIRROR_ROOT = Path("results")  # where the local mirrors of URI studies go (results/<scheme>/<path>/<name>)
+MIRROR_ROOT = Path(RESULTS_DIR)  # where the local mirrors of URI studies go (results/<scheme>/<path>/<name>)
 
 
 class PlaceError(RuntimeError):
     """Results cannot go (or be found) there: exit code 2, the message says what to do."""
 
 
-def state_of(names: set[str] | None, restorable: bool) -> str:
+class State(str, enum.Enum):
+    """A study's state: the one list (study.driver tells an unfinished study's two apart)."""
+
+    NEW = "new"  # nothing there yet
+    UNFINISHED = "unfinished"  # restorable, not finished: RUNNING or INTERRUPTED once its driver is judged
+    RUNNING = "running"  # unfinished, and its driver is alive
+    INTERRUPTED = "interrupted"  # unfinished, and no driver: rerun to resume
+    FINISHED = "finished"  # finished.json: every trial has ended
+    STALE = "stale"  # only study.toml / optuna.db / manifest.json: a start that died before Tune's experiment
+    FOREIGN = "foreign"  # files this tool did not write
+
+    __str__ = str.__str__  # prints (and formats) as its value
+    __format__ = str.__format__
+
+
+def state_of(names: set[str] | None, restorable: bool) -> State:
     """A study folder's state from its entry names (None: no such folder) and whether Ray Tune can
     restore the experiment in it (see the module docstring)."""
     names = (names or set()) - {DRIVER}  # who drives a study is not part of its results
     if not names:
-        return "new"
+        return State.NEW
     if FINISHED in names:
-        return "finished"
+        return State.FINISHED
     if restorable:
-        return "unfinished"
+        return State.UNFINISHED
     if names <= {STUDY_COPY, OPTUNA_DB, MANIFEST}:  # all three are written before Ray Tune starts
-        return "stale"
-    return "foreign"
+        return State.STALE
+    return State.FOREIGN
 
 
 def storage_problem(storage: Path) -> str | None:
@@ -121,7 +137,7 @@ class Place:
             return None
         return {p.name for p in self.exp_dir.iterdir()} if self.exp_dir.is_dir() else {"(a file)"}
 
-    def state(self) -> str:
+    def state(self) -> State:
         names = self.names()
         return state_of(names, bool(names) and FINISHED not in names and self.restorable())
 
@@ -224,6 +240,6 @@ def existing_place(where: str) -> Place:
     return place
 
 
-__all__ = ["BEST", "DRIVER", "FINISHED", "MANIFEST", "OPTUNA_DB", "REPORT", "STUDY_COPY", "TABLES", "TRIAL_ERROR",
-           "TRIAL_PARAMS", "TRIAL_RESULTS", "Place", "PlaceError", "existing_place", "same_study", "state_of",
+__all__ = ["BEST", "DRIVER", "FINISHED", "MANIFEST", "OPTUNA_DB", "REPORT", "RESULTS_DIR", "STUDY_COPY", "TABLES_DIR", "TRIAL_ERROR",
+           "TRIAL_PARAMS", "TRIAL_RESULTS", "Place", "PlaceError", "State", "existing_place", "same_study", "state_of",
            "storage_problem", "study_place"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cvae.metrics import EPOCH_S, VAL_PSNR, VAL_PSNR_HOLD
+from study.place import State
 
 
 def fmt_s(s: float | None) -> str:
@@ -124,7 +125,7 @@ def live_progress(trials: Sequence[Any], total: int, epochs: int, concurrency: i
     return p
 
 
-def snapshot(exp_dir: str | Path, state: str | None = None) -> tuple[str, Progress]:
+def snapshot(exp_dir: str | Path, state: State | None = None) -> tuple[State, Progress]:
     """A study's state and progress from its results folder alone (contract 5): for `cvae-study status`
     on a running, interrupted or finished study. The state is study.driver.study_state's (study.place's,
     with an unfinished study "running" while its driver lives, else "interrupted") unless given."""
@@ -156,13 +157,13 @@ def snapshot(exp_dir: str | Path, state: str | None = None) -> tuple[str, Progre
     if EPOCH_S in e.columns and e.height:
         p.epoch_s = float(e[EPOCH_S].drop_nans().mean() or 0) or None
     heartbeat = tune_heartbeat(exp_dir)
-    if state != "running":  # trials that had not ended are not running now
+    if state != State.RUNNING:  # trials that had not ended are not running now
         p.running = 0
     # without [study] max_concurrent, the study ran as many as its cluster held: as many as run now
     p.concurrency = (spec.max_concurrent if spec else None) or max(p.running, 1)
     started = _started(exp_dir)
     if started is not None:
-        end = time.time() if state == "running" else (heartbeat or time.time())
+        end = time.time() if state == State.RUNNING else (heartbeat or time.time())
         p.elapsed_s = max(end - started, 0.0)
     return state, p
 

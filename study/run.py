@@ -39,7 +39,7 @@ from study.analyze import StudyInfo
 from study.best import conclude
 from study.driver import DriverLock
 from study.manifest import record_run
-from study.place import BEST, FINISHED, OPTUNA_DB, REPORT, STUDY_COPY, Place, PlaceError, same_study, study_place
+from study.place import BEST, FINISHED, OPTUNA_DB, REPORT, RESULTS_DIR, STUDY_COPY, Place, PlaceError, State, same_study, study_place
 from study.spec import SMOKE_TRIALS, StudyError, StudySpec, load_spec, main_error, smoke_spec
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def build_report(exp_dir: Path) -> Path | None:
 
 
 # -- Ray ------------------------------------------------------------------------------------------
-def _has(n: float, what: str) -> str:
+def _count(n: float, what: str) -> str:
+    """`n what`, plural unless n is 1: "2 GPUs", "1 CPU"."""
     return f"{n:g} {what}" + ("" if n == 1 else "s")
 
 
@@ -78,10 +79,10 @@ def refusal(resources: dict[str, float], cpus_per_trial: float, gpus_per_trial: 
     where = f"{source}: " if source else ""
     if gpus < gpus_per_trial:
         return (f"{where}study.gpus_per_trial: {gpus_per_trial:g} asked for, but the Ray cluster has "
-                f"{_has(gpus, 'GPU')} ({_has(cpus, 'CPU')})")
+                f"{_count(gpus, 'GPU')} ({_count(cpus, 'CPU')})")
     if cpus < cpus_per_trial:
         return (f"{where}study.cpus_per_trial: {cpus_per_trial:g} asked for, but the Ray cluster has "
-                f"{_has(cpus, 'CPU')}: no trial could ever start")
+                f"{_count(cpus, 'CPU')}: no trial could ever start")
     return None
 
 
@@ -126,7 +127,7 @@ def start_ray(address: str | None, cpus_per_trial: float, gpus_per_trial: float 
         raise StudyRunError(why)
     url = getattr(ctx, "dashboard_url", None)
     gpus = resources.get("GPU", 0.0)
-    print(f"{where} ({_has(resources.get('CPU', 0.0), 'CPU')}{', ' + _has(gpus, 'GPU') if gpus else ''})")
+    print(f"{where} ({_count(resources.get('CPU', 0.0), 'CPU')}{', ' + _count(gpus, 'GPU') if gpus else ''})")
     if url:
         print(f"Ray dashboard: http://{url}")
         mode = os.environ.get("RAY_AUTH_MODE", "").lower()
@@ -234,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
     p.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (overrides study.max_concurrent; without either: as many as the "
                         "cluster's CPUs and GPUs hold)")
-    p.add_argument("--storage", default="results", metavar="PATH_OR_URI",
+    p.add_argument("--storage", default=RESULTS_DIR, metavar="PATH_OR_URI",
                    help="results folder, or a URI pyarrow understands (s3://bucket/prefix, gs://..., file://...); "
                         "the study goes to <storage>/<name>/ (default: results)")
     p.add_argument("--smoke-test", action="store_true",
@@ -275,19 +276,19 @@ def _plan(spec: StudySpec, place: Place, args: argparse.Namespace) -> bool:
     state = place.state()
     where = place.shown()
     hint_report = f"python -m study.report {place.exp_dir}"
-    if args.fresh and state != "new":
+    if args.fresh and state != State.NEW:
         print(f"moved the old results aside to {place.move_aside()}")
         return False
-    if state == "finished":
+    if state == State.FINISHED:
         if args.resume:
             raise PlaceError(f"{where} holds a finished study: nothing to resume. Use --fresh to move it "
                                 f"aside and start over; `{hint_report}` rebuilds its report")
         raise PlaceError(f"{where} already holds a finished study. Use --fresh to move it aside and start "
                             f"over, or --storage/[study] name to run it elsewhere; `{hint_report}` rebuilds its report")
-    if state == "foreign":
+    if state == State.FOREIGN:
         raise PlaceError(f"{where} exists but holds no Ray Tune experiment of this tool; move it away or "
                             f"use --fresh (which renames it, deleting nothing)")
-    if state == "unfinished":
+    if state == State.UNFINISHED:
         if not same_study(place.study_copy(), spec.raw_text):
             raise PlaceError(f"{spec.path} changed since {where} was started (its copy is {where}/{STUDY_COPY}); "
                                 f"a resumed study keeps its first definition. Restore the file, or use --fresh")
@@ -297,7 +298,7 @@ def _plan(spec: StudySpec, place: Place, args: argparse.Namespace) -> bool:
         return True
     if args.resume:
         raise PlaceError(f"nothing to resume: {where} holds no unfinished study (run without --resume to start it)")
-    if state == "stale" and place.remote is None:  # a start that died before the Tune experiment existed
+    if state == State.STALE and place.remote is None:  # a start that died before the Tune experiment existed
         with contextlib.suppress(FileNotFoundError):
             (place.exp_dir / OPTUNA_DB).unlink()
     return False

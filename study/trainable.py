@@ -32,13 +32,11 @@ from cvae.config import Config
 from cvae.data import Dataset, load_dataset
 from cvae.checkpoint import CheckpointError, verify_checkpoint
 from cvae.train import run
+from study.keys import CPU_S, GPU_IDS, GPU_SHARE
 from study.spec import METRICS, StudySpec
 
 log = logging.getLogger(__name__)
 
-CPU_KEY = "time/cpu_s"  # process CPU seconds of the trial so far, carried across restores
-GPU_SHARE_KEY = "resources/gpu"  # the GPUs (a fraction: a share of one) Ray reserved for the trial; 0 without
-GPU_IDS_KEY = "gpu_ids"  # the GPUs Ray assigned to the trial (its CUDA_VISIBLE_DEVICES), as strings
 _CPU_META = "cpu_s"  # the same figure in the checkpoint's Ray metadata
 
 
@@ -78,7 +76,7 @@ def gpu_assignment(fallback: float) -> dict[str, Any]:
     with contextlib.suppress(Exception):  # outside a Ray worker
         ids = [str(i) for i in ray.get_gpu_ids()]
     share = _reserved("GPU")
-    return {GPU_IDS_KEY: ids, GPU_SHARE_KEY: fallback if share is None else share}
+    return {GPU_IDS: ids, GPU_SHARE: fallback if share is None else share}
 
 
 def _stdout_logger() -> logging.Logger:
@@ -173,7 +171,7 @@ def train_cvae(config: dict[str, Any], spec: StudySpec | None = None, dataset: D
                 # validation, or a run diverging in its first epoch): NaN says "not measured".
                 metrics.setdefault(key, math.nan)
             cpu_s = cpu_before + time.process_time() - cpu_start
-            metrics[CPU_KEY] = cpu_s
+            metrics[CPU_S] = cpu_s
             # Ray's own node_ip is the same for every node of a loopback cluster: the node id is not.
             metrics.setdefault("node_id", node_id)
             metrics.update(gpus)
@@ -194,4 +192,4 @@ def train_cvae(config: dict[str, Any], spec: StudySpec | None = None, dataset: D
         log.warning("[trial %s] diverged at epoch %s; ended cleanly", trial, summary.last_metrics.get("epoch"))
 
 
-__all__ = ["CPU_KEY", "GPU_IDS_KEY", "GPU_SHARE_KEY", "gpu_assignment", "train_cvae", "trial_config", "trial_threads"]
+__all__ = ["gpu_assignment", "train_cvae", "trial_config", "trial_threads"]

@@ -18,7 +18,7 @@ from study.analyze import StudyInfo, Tables, analyze, ranking
 from study.evidence import CLAIM_STATUSES, p_text
 from study.report.figures import STEP_FLOOR
 from study.spec import Param
-from study.report import FLOOR, SECTIONS, build_report, comparisons, main, optuna_study
+from study.report import FLOOR_LABEL, SECTIONS, build_report, comparisons, main, optuna_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -134,7 +134,7 @@ def test_the_floor_is_everywhere(fake: Path) -> None:
     text = build_report(fake).read_text()
     for fid, chunk in figure_chunks(text).items():
         if fid in PSNR_FIGURES:
-            assert FLOOR in chunk and '"dash":"dash"' in chunk, fid
+            assert FLOOR_LABEL in chunk and '"dash":"dash"' in chunk, fid
     assert 'id="floor"' in text and "val/psnr_hold = 19.00 dB" in text
 
 
@@ -288,7 +288,7 @@ def test_fast_train_comparison(tmp_path: Path) -> None:
     chunks = figure_chunks(text)
     assert "fig-fast-train" in chunks and "Validation PSNR per epoch by fast_train_epoch" in chunks["fig-fast-train"]
     assert "fast_train_epoch=0" in chunks["fig-fast-train"] and "fast_train_epoch=3" in chunks["fig-fast-train"]
-    assert FLOOR in chunks["fig-fast-train"] and 'id="note-fast-train"' not in text
+    assert FLOOR_LABEL in chunks["fig-fast-train"] and 'id="note-fast-train"' not in text
     assert "fast_train_epoch: fast_train_epoch=3" in text  # its verdict
     assert_offline(text)
 
@@ -396,7 +396,7 @@ def test_real_smoke_report(smoke_results: Path, tmp_path: Path) -> None:  # noqa
         assert fid in chunks, fid
     for fid in PSNR_FIGURES:
         if fid in chunks:
-            assert FLOOR in chunks[fid], fid
+            assert FLOOR_LABEL in chunks[fid], fid
     assert "Source: optuna.db" in text
     frames = text.split('<section id="frames">')[1].split("</section>")[0]
     assert 'id="note-frames"' not in frames, frames[:500]

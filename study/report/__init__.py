@@ -20,9 +20,9 @@ During a study, study.callbacks.ReportCallback rebuilds it as trials end.
 from __future__ import annotations
 
 from study.report.cli import main
-from study.report.common import FLOOR
+from study.report.common import FLOOR_LABEL
 from study.report.page import SECTIONS, build_report, render
 from study.report.search import optuna_study
 from study.report.summary import comparisons
 
-__all__ = ["FLOOR", "SECTIONS", "build_report", "comparisons", "main", "optuna_study", "render"]
+__all__ = ["FLOOR_LABEL", "SECTIONS", "build_report", "comparisons", "main", "optuna_study", "render"]

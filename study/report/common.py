@@ -19,7 +19,7 @@ from study.evidence import trial_scores
 
 log = logging.getLogger(__name__)
 
-FLOOR = "repeat frame 0 (floor)"  # the legend name of val/psnr_hold everywhere
+FLOOR_LABEL = "repeat frame 0 (floor)"  # the legend name of val/psnr_hold everywhere
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 HEIGHT = 460
@@ -124,8 +124,8 @@ def guard(build: Callable[[], str]) -> str:
 
 
 def floor_line(fig: go.Figure, x: list[Any], y: list[float]) -> None:
-    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=FLOOR, line={"color": "#444", "dash": "dash", "width": 2},
-                             hovertemplate=f"{FLOOR}<br>%{{y:.2f}} dB<extra></extra>"))
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=FLOOR_LABEL, line={"color": "#444", "dash": "dash", "width": 2},
+                             hovertemplate=f"{FLOOR_LABEL}<br>%{{y:.2f}} dB<extra></extra>"))
 
 
 def int_ticks(fig: go.Figure, axis: str = "x") -> None:

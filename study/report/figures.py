@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from study.analyze import fmt_value
-from study.report.common import (FLOOR, HEIGHT, PALETTE, Ctx, Figure, esc, floor_line, floor_of, guard, int_ticks, note,
+from study.report.common import (FLOOR_LABEL, HEIGHT, PALETTE, Ctx, Figure, esc, floor_line, floor_of, guard, int_ticks, note,
                                  unit_of)
 
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
@@ -91,7 +91,7 @@ def _fig_best_per_setting(ctx: Ctx) -> Figure | None:
         hovertemplate=f"%{{y}}<br>mean %{{x:.2f}}{unit}<extra></extra>"))
     floor = floor_of(ctx) if metric == "val/psnr" else None
     if floor is not None:
-        fig.add_trace(go.Scatter(x=[floor, floor], y=[order[0], order[-1]], mode="lines", name=FLOOR,
+        fig.add_trace(go.Scatter(x=[floor, floor], y=[order[0], order[-1]], mode="lines", name=FLOOR_LABEL,
                                  line={"color": "#444", "dash": "dash", "width": 2}))
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], automargin=True)
     fig.update_layout(height=max(HEIGHT, 120 + 40 * len(order)))

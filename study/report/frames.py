@@ -16,7 +16,7 @@ import numpy as np
 
 from cvae.checkpoint import MANIFEST_FILE, STATE_FILE
 from study.analyze import winner
-from study.place import TABLES
+from study.place import TABLES_DIR
 from study.report.common import Ctx, esc, note, score_text, unit_of
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def _gif(true: np.ndarray, pred: np.ndarray, frames: list[int]) -> str:
 def rollout(ckpt: Path) -> dict[str, Any]:
     """Strip and animation of a checkpoint's validation rollout, as data: URIs (cached beside the tables)."""
     key = hashlib.sha256(str(ckpt.resolve()).encode() + (ckpt / MANIFEST_FILE).read_bytes()).hexdigest()[:16]
-    cache = ckpt.parents[1] / TABLES / f"rollout-{key}.json"
+    cache = ckpt.parents[1] / TABLES_DIR / f"rollout-{key}.json"
     if cache.is_file():
         try:
             return json.loads(cache.read_text())

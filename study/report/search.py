@@ -13,7 +13,7 @@ import polars as pl
 
 from study.analyze import StudyInfo, Tables, load_tables, ranking, read_study
 from study.place import OPTUNA_DB
-from study.report.common import FLOOR, Ctx, Figure, esc, floor_line, floor_of, int_ticks, note
+from study.report.common import FLOOR_LABEL, Ctx, Figure, esc, floor_line, floor_of, int_ticks, note
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _slices(study: Any, metric: str, unit: str, floor: float | None) -> Figure:
 
     fig = ov.plot_slice(study, target_name=metric).update_layout(yaxis_title=f"{metric}{unit}")
     if floor is not None:
-        line = {"y": floor, "line": {"dash": "dash", "color": "#444", "width": 2}, "annotation_text": FLOOR,
+        line = {"y": floor, "line": {"dash": "dash", "color": "#444", "width": 2}, "annotation_text": FLOOR_LABEL,
                 "annotation_position": "bottom right"}
         try:
             fig.add_hline(**line, row="all", col="all")  # one panel per parameter (make_subplots)
