@@ -23,7 +23,7 @@ import tomli_w
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from study.analyze import analyze  # noqa: E402
+from study.tables import analyze  # noqa: E402
 
 
 def write_study(path: Path, name: str, args: argparse.Namespace, asha: bool, cache: Path) -> Path:

@@ -1,4 +1,4 @@
-"""What a study found, from THE ranking (study.analyze.ranking): best.toml and the console's last lines.
+"""What a study found, from THE ranking (study.tables.ranking): best.toml and the console's last lines.
 
 `conclude(exp_dir)` reads the results on disk (contract 5), so it says the same for a study that
 just ended as the report does at any later time.
@@ -12,7 +12,9 @@ from typing import Any, Callable, Mapping
 
 import polars as pl
 
-from study.analyze import StudyInfo, Tables, analyze, finite, fmt_value, ranking, read_study, winner
+from study.analyze import StudyInfo, read_study
+from study.ranking import finite
+from study.tables import Tables, analyze, fmt_value, ranking, winner
 from study.place import BEST
 
 

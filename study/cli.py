@@ -95,7 +95,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from study.analyze import trial_dirs
+    from study.results import trial_dirs
     from study.driver import place_state
     from study.place import MIRROR_ROOT, Place
     from study.storage import StorageError, is_uri, open_storage

@@ -9,7 +9,7 @@ repeating frame 0) exceeds the spread of its val/psnr; a study whose settings ha
 compare them, and says so first (contract 9).
 
 `trial_scores(tables, info)` is the one per-trial frame everything here reads: `setting`, `score`
-(the trial's objective, exactly as THE ranking scores it: study.analyze.trial_objective), `floor`
+(the trial's objective, exactly as THE ranking scores it: study.ranking.trial_objective), `floor`
 (its val/psnr_hold), `psnr` / `psnr_step` / `psnr_step_hold` at the score's epoch, `trial_id`,
 `status`, `epochs` and the searched parameters. Trials with no score (never validated) are left
 out of every statistic and counted.
@@ -23,7 +23,8 @@ from typing import Sequence
 import polars as pl
 from scipy import stats
 
-from study.analyze import StudyInfo, Tables
+from study.analyze import StudyInfo
+from study.tables import Tables
 
 ALPHA = 0.05  # a difference is "clear" when Welch's two-sided p-value is below this
 CLAIM_STATUSES: tuple[str, ...] = ("reproduced", "contradicted", "within noise", "not measured here")

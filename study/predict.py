@@ -1,6 +1,6 @@
 """`cvae-study predict RESULTS_DIR --data ROOT --out DIR [...]`: the lab's test phase with a study's winner.
 
-Takes the checkpoint of THE ranking's best run (study.analyze.ranking: the epoch its score comes
+Takes the checkpoint of THE ranking's best run (study.tables.ranking: the epoch its score comes
 from, as best.toml and the report name it) and hands it to `python -m cvae.predict`, whose flags it
 shares; `--checkpoint PATH` instead of RESULTS_DIR predicts with any run's checkpoint. It reads the
 results only (contract 5), so it works for a running, interrupted or finished study.
@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from study.analyze import load_tables, ranking, read_study, winner
+from study.analyze import read_study
+from study.tables import load_tables, ranking, winner
 from study.place import PlaceError, existing_place
 
 

@@ -28,7 +28,7 @@ def fmt_s(s: float | None) -> str:
 
 @dataclass
 class Best:
-    """THE ranking's first setting so far (study.analyze.ranking)."""
+    """THE ranking's first setting so far (study.tables.ranking)."""
 
     setting: str
     value: float
@@ -48,7 +48,9 @@ def best_so_far(exp_dir: str | Path) -> tuple[Best | None, Any]:
     """The ranking's best setting from the study's files, and the tables it came from."""
     import polars as pl
 
-    from study.analyze import build_tables, finite, ranking, read_study, winner
+    from study.analyze import read_study
+    from study.ranking import finite
+    from study.tables import build_tables, ranking, winner
 
     info = read_study(exp_dir)
     tables = build_tables(exp_dir)
@@ -169,15 +171,11 @@ def snapshot(exp_dir: str | Path, state: State | None = None) -> tuple[State, Pr
 
 
 def _started(exp_dir: Path) -> float | None:
-    """When the study started: its first trial's start (Tune's timestamp minus time_total_s)."""
-    from study.analyze import read_results, trial_dirs
+    """When the study started: its first trial's start (study.results.trial_start)."""
     from study.place import TRIAL_RESULTS
+    from study.results import read_results, trial_dirs, trial_start
 
-    starts = []
-    for d in trial_dirs(exp_dir):
-        res = read_results(d / TRIAL_RESULTS)
-        if res.height and {"timestamp", "time_total_s"} <= set(res.columns):
-            starts.append(float((res["timestamp"] - res["time_total_s"]).min()))
+    starts = [s for d in trial_dirs(exp_dir) if (s := trial_start(read_results(d / TRIAL_RESULTS))) is not None]
     return min(starts) if starts else None
 
 

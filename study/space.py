@@ -29,7 +29,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study._compat import searcher_study
-from study.analyze import finite, trial_objective
+from study.ranking import finite, trial_objective
 from study.spec import Param, StudySpec
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,8 @@ class SeedRepeater(Searcher):
     The wrapped searcher sees one trial per group (the first one's id). Once every seed has ended
     it is told, as intermediate results, the mean over seeds of the metric at each epoch (Optuna's
     intermediate values), then as the final result the mean over seeds of each seed's score,
-    `study.analyze.trial_objective` ("best": its best epoch's value, "last": its last epoch's):
-    the same score `study.analyze.ranking` ranks by. A group in which no seed scored is told as
+    `study.ranking.trial_objective` ("best": its best epoch's value, "last": its last epoch's):
+    the same score `study.tables.ranking` ranks by. A group in which no seed scored is told as
     an error. Tune's num_samples must be a multiple of len(seeds) (StudySpec.num_trials is); a
     partial last group is never told.
     Unlike ray.tune.search.Repeater it sets the seed itself (not a `__trial_index__`), skips

@@ -12,13 +12,15 @@ import pytest
 from fake_results import EPOCHS, HOLD, VAL_FRAMES, write_fake_study
 from smoke_study import smoke_results  # noqa: F401 - the session fixture
 
-from study.analyze import (CONFIG_SCHEMA, STATUSES, analyze, build_tables, load_tables, ranking, read_results, read_study,
-                           setting_label, trial_objective, winner)
+from study.analyze import read_study
+from study.ranking import trial_objective
+from study.results import read_results
+from study.tables import CONFIG_SCHEMA, STATUSES, analyze, build_tables, load_tables, ranking, setting_label, winner
 
 TRIAL_COLUMNS = {
     "trial_id": pl.String, "trial": pl.String, "trial_number": pl.Int64, "setting": pl.String, "seed": pl.Int64,
     "status": pl.String, "epochs_run": pl.Int64, "epochs": pl.Int64, "best_val_psnr": pl.Float64,
-    "best_epoch": pl.Int64, "last_val_psnr": pl.Float64, "val_psnr_hold": pl.Float64, "objective": pl.Float64,
+    "best_val_psnr_epoch": pl.Int64, "last_val_psnr": pl.Float64, "val_psnr_hold": pl.Float64, "objective": pl.Float64,
     "wall_s": pl.Float64, "cpu_s": pl.Float64, "train_frames_per_s": pl.Float64, "hostname": pl.String,
     "node_ip": pl.String, "diverged": pl.Boolean, "error": pl.String, "checkpoint": pl.String, "config": pl.String,
     "kl_anneal_type": pl.String, "kl_anneal_cycle": pl.Int64, "tfr": pl.Float64, "F_dim": pl.Int64,
@@ -86,7 +88,7 @@ def test_per_trial_figures(fake: Path) -> None:
     best = t.filter((pl.col("setting") == CYC4) & (pl.col("seed") == 1)).row(0, named=True)
     # the fake's val/psnr = base + seed offset + 0.3 e - 0.02 e^2 rises over its 6 epochs
     assert best["best_val_psnr"] == pytest.approx(22.0 + 0.2 + 0.3 * 5 - 0.02 * 25)
-    assert best["best_epoch"] == 5 and best["last_val_psnr"] == best["best_val_psnr"]
+    assert best["best_val_psnr_epoch"] == 5 and best["last_val_psnr"] == best["best_val_psnr"]
     assert best["val_psnr_hold"] == HOLD and best["objective"] == best["last_val_psnr"]
     assert best["wall_s"] == pytest.approx(sum(10.0 + 5 for _ in range(EPOCHS)))
     assert best["cpu_s"] == pytest.approx(0.9 * best["wall_s"])
@@ -104,7 +106,7 @@ def test_diverged_trial_keeps_its_rows_with_nulls(fake: Path) -> None:
     last = rows.row(-1, named=True)
     assert last["train/loss"] is None and last["val/psnr"] is None  # NaN in result.json -> null
     best = t.trials.filter(pl.col("trial_id") == tid).row(0, named=True)
-    assert best["best_epoch"] == 2 and best["diverged"] is True
+    assert best["best_val_psnr_epoch"] == 2 and best["diverged"] is True
 
 
 def test_conditional_params_are_null_where_inactive(fake: Path) -> None:

@@ -18,7 +18,8 @@ import pytest
 from conftest import ROOT
 from fake_results import HOLD, write_fake_study
 from study import logs
-from study.analyze import analyze, ranking, read_study, winner
+from study.analyze import read_study
+from study.tables import analyze, ranking, winner
 from study.cli import main as cli
 from study.console import StudyConsole
 from study.progress import fmt_s, live_progress, snapshot

@@ -7,7 +7,8 @@ from scipy import stats
 
 from fake_results import write_fake_study
 from study import evidence
-from study.analyze import analyze, ranking, read_study
+from study.analyze import read_study
+from study.tables import analyze, ranking
 from study.evidence import claims, learned_settings, learning, learning_sentence, step_diagnosis, trial_scores, welch
 
 

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from cvae.checkpoint import STATE_FILE, verify_checkpoint
-from study.analyze import analyze
+from study.tables import analyze
 from study_helpers import (_session_pids, checkpoints, kill_session, result_rows, run_cli, start_cli, study_cmd,
                            trial_dirs, trial_statuses, wait_for, write_study)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fake_results import write_fake_study
 
-from study.analyze import analyze
+from study.tables import analyze
 from study.report import export, main
 from study.report.common import context
 from study.report.export import FORMATS, PNG_SCALE, WIDTH, ExportError, lab_figures, write_figures

@@ -219,7 +219,8 @@ def test_cvae_study_predict_takes_the_ranked_best_checkpoint(one: Path, tmp_path
     """A fake study whose winner's checkpoint is made real (tiny weights): `cvae-study predict RESULTS_DIR`
     predicts with that one, the checkpoint the ranking, best.toml and the report name."""
     from fake_results import write_objective_study
-    from study.analyze import analyze, ranking, read_study, winner
+    from study.analyze import read_study
+    from study.tables import analyze, ranking, winner
     from study.cli import main
 
     exp = write_objective_study(tmp_path, "best")

@@ -14,7 +14,8 @@ from scipy import stats
 from fake_results import write_fake_study, write_scores_study
 from smoke_study import smoke_results  # noqa: F401 - the session fixture
 
-from study.analyze import StudyInfo, Tables, analyze, ranking
+from study.analyze import StudyInfo
+from study.tables import Tables, analyze, ranking
 from study.evidence import CLAIM_STATUSES, p_text
 from study.report.figures import STEP_FLOOR
 from study.spec import Param

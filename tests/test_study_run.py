@@ -28,7 +28,9 @@ from cvae.checkpoint import verify_checkpoint
 from cvae.train import run
 from study import run as study_run
 from fake_results import OBJECTIVE_WINNER, write_fake_study, write_objective_study
-from study.analyze import analyze, ranking, read_results, read_study, setting_label, winner
+from study.analyze import read_study
+from study.results import read_results
+from study.tables import analyze, ranking, setting_label, winner
 from study.best import conclude
 from study.callbacks import ReportCallback
 from study.place import Place

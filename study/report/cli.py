@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from study.analyze import Tables, analyze, trial_dirs
+from study.results import trial_dirs
+from study.tables import Tables, analyze
 from study.place import REPORT, STUDY_COPY, PlaceError, existing_place
 from study.report.common import context
 from study.report.export import ExportError, write_figures

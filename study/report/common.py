@@ -14,7 +14,8 @@ import plotly.io as pio
 import polars as pl
 from plotly.colors import qualitative
 
-from study.analyze import StudyInfo, Tables, ranking, read_study
+from study.analyze import StudyInfo, read_study
+from study.tables import Tables, ranking
 from study.evidence import trial_scores
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class Ctx:
     study_dir: Path
     info: StudyInfo
     tables: Tables
-    summary: pl.DataFrame  # THE ranking of the settings (study.analyze.ranking), best first
+    summary: pl.DataFrame  # THE ranking of the settings (study.tables.ranking), best first
     colors: dict[str, str]  # setting -> colour, the same in every figure
     scores: pl.DataFrame  # one row per trial, scored as the ranking scores it (study.evidence.trial_scores)
 

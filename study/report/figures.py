@@ -8,7 +8,7 @@ from typing import Any, Callable
 import plotly.graph_objects as go
 import polars as pl
 
-from study.analyze import fmt_value
+from study.tables import fmt_value
 from study.report.common import (FLOOR_LABEL, HEIGHT, PALETTE, Ctx, Figure, esc, floor_line, floor_of, guard, int_ticks, note,
                                  unit_of)
 

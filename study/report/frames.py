@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cvae.checkpoint import MANIFEST_FILE, STATE_FILE
-from study.analyze import winner
+from study.tables import winner
 from study.place import TABLES_DIR
 from study.report.common import Ctx, esc, note, score_text, unit_of
 

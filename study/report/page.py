@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 from plotly.offline import get_plotlyjs
 
-from study.analyze import Tables, analyze
+from study.tables import Tables, analyze
 from study.place import REPORT
 from study.report.common import Ctx, context, esc, guard, html_table, note
 from study.report.figures import figures_section
@@ -38,7 +38,7 @@ def trials_section(ctx: Ctx) -> str:
         pl.format("{}/{}", "epochs_run", "epochs").alias("epochs"),
         pl.col("objective").round(4).alias(f"score ({ctx.info.metric} at its {ctx.info.objective} epoch)"),
         pl.col("objective_epoch").alias("score epoch"),
-        pl.col("best_val_psnr").round(2).alias("best val/psnr (dB)"), "best_epoch",
+        pl.col("best_val_psnr").round(2).alias("best val/psnr (dB)"), pl.col("best_val_psnr_epoch").alias("its epoch"),
         pl.col("last_val_psnr").round(2).alias("last val/psnr (dB)"),
         pl.col("val_psnr_hold").round(2).alias("floor (dB)"),
         pl.col("wall_s").round(0).alias("wall (s)"), pl.col("cpu_s").round(0).alias("CPU (s)"),

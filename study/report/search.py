@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 import polars as pl
 
-from study.analyze import StudyInfo, Tables, load_tables, ranking, read_study
+from study.analyze import StudyInfo, read_study
+from study.tables import Tables, load_tables, ranking
 from study.place import OPTUNA_DB
 from study.report.common import FLOOR_LABEL, Ctx, Figure, esc, floor_line, floor_of, int_ticks, note
 

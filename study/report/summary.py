@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import polars as pl
 
 from study import evidence
-from study.analyze import fmt_value, winner
+from study.tables import fmt_value, winner
 from study.report.common import Ctx, esc, floor_of, guard, html_table, note, score_text, unit_of
 from study.report.provenance import provenance_section
 
@@ -31,7 +31,7 @@ def _others(row: dict[str, Any], params: Sequence[str], skip: str) -> str:
 
 
 def comparisons(ranked: pl.DataFrame, trials: pl.DataFrame, params: Sequence[str], unit: str = " dB") -> list[str]:
-    """One plain sentence per comparison, from THE ranking (study.analyze.ranking): overall, then per
+    """One plain sentence per comparison, from THE ranking (study.tables.ranking): overall, then per
     searched parameter (its best-ranked setting per value). Each states Welch's t-test of the two
     settings' trial scores (`trials`: study.evidence.trial_scores), seeds as samples, and says so when
     both settings compare unlearned models (neither beats the floor by more than its spread)."""
