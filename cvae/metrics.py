@@ -88,6 +88,6 @@ TRAIN_METRICS: tuple[str, ...] = (
 VAL_CARRIED: tuple[str, ...] = (VAL_PSNR, VAL_PSNR_HOLD, VAL_PSNR_MIN, VAL_SSIM, VAL_PSNR_STEP, VAL_PSNR_STEP_HOLD)
 VAL_METRICS: tuple[str, ...] = (*VAL_CARRIED, VAL_FPS, VAL_S, VAL_BEST)
 METRIC_NAMES: tuple[str, ...] = (*TRAIN_METRICS, *VAL_METRICS, EPOCH_S)
-# DESIGN.md's contract 1: the metrics a run must report every epoch, at the least (all finite).
+# docs/ARCHITECTURE.md, contract 1: the metrics a run must report every epoch, at the least (all finite).
 CONTRACT: tuple[str, ...] = (EPOCH, TRAIN_LOSS, TRAIN_MSE, TRAIN_KL, BETA, TFR, VAL_PSNR, VAL_SSIM, VAL_PSNR_HOLD,
                              EPOCH_S, TRAIN_FPS)

@@ -1,6 +1,6 @@
 """What a study found, from THE ranking (study.tables.ranking): best.toml and the console's last lines.
 
-`conclude(exp_dir)` reads the results on disk (contract 5), so it says the same for a study that
+`conclude(exp_dir)` reads the results on disk (docs/ARCHITECTURE.md, contract 5), so it says the same for a study that
 just ended as the report does at any later time.
 """
 from __future__ import annotations

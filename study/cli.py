@@ -8,7 +8,7 @@
     cvae-study predict RESULTS_DIR ...  the test phase with the ranked best checkpoint (`python -m cvae.predict`)
     cvae-study score SUBMISSION ...     a submission's leaderboard PSNR (exactly `python -m cvae.score`)
 
-status, best and list read results/ only (contract 5): they work while a study runs, after it was
+status, best and list read results/ only (docs/ARCHITECTURE.md, contract 5): they work while a study runs, after it was
 killed, after it finished and once moved aside, from any shell and folder; RESULTS_DIR and STORAGE
 may be relative, absolute, or a URI (`<storage URI>/<name>`, copied into its local mirror first).
 """

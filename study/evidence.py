@@ -6,7 +6,7 @@ unequal variances) on their trials' scores, reported with its p-value and the 95
 interval of the difference of means; with fewer than two scores on a side there is no spread to test
 ("one seed: no spread"). A setting has learned when its mean margin over the floor (val/psnr_hold,
 repeating frame 0) exceeds the spread of its val/psnr; a study whose settings have not cannot
-compare them, and says so first (contract 9).
+compare them, and says so first (docs/ARCHITECTURE.md, contract 9).
 
 `trial_scores(tables, info)` is the one per-trial frame everything here reads: `setting`, `score`
 (the trial's objective, exactly as THE ranking scores it: study.ranking.trial_objective), `floor`

@@ -3,7 +3,7 @@
 Takes the checkpoint of THE ranking's best run (study.tables.ranking: the epoch its score comes
 from, as best.toml and the report name it) and hands it to `python -m cvae.predict`, whose flags it
 shares; `--checkpoint PATH` instead of RESULTS_DIR predicts with any run's checkpoint. It reads the
-results only (contract 5), so it works for a running, interrupted or finished study.
+results only (docs/ARCHITECTURE.md, contract 5), so it works for a running, interrupted or finished study.
 """
 from __future__ import annotations
 

@@ -128,8 +128,8 @@ def live_progress(trials: Sequence[Any], total: int, epochs: int, concurrency: i
 
 
 def snapshot(exp_dir: str | Path, state: State | None = None) -> tuple[State, Progress]:
-    """A study's state and progress from its results folder alone (contract 5): for `cvae-study status`
-    on a running, interrupted or finished study. The state is study.driver.study_state's (study.place's,
+    """A study's state and progress from its results folder alone (docs/ARCHITECTURE.md, contract 5),
+    for `cvae-study status` on a running, interrupted or finished study. The state is study.driver.study_state's (study.place's,
     with an unfinished study "running" while its driver lives, else "interrupted") unless given."""
     import polars as pl
 

@@ -348,7 +348,7 @@ def load_tables(study_dir: str | Path) -> Tables:
 
 
 def ranking(tables: Tables, info: StudyInfo) -> pl.DataFrame:
-    """THE ranking of the study's settings (contract 7), best first: one row per setting.
+    """THE ranking of the study's settings (docs/ARCHITECTURE.md, contract 7), best first: one row per setting.
 
     A trial scores its `objective` (trial_objective of the study metric); a setting scores the mean
     over its seeds that have a score. A setting that lost a seed (an ended trial without a score:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import tomli_w
 
-from cvae.metrics import CONTRACT  # noqa: F401 - DESIGN.md's contract 1, for the tests that read Tune's rows
+from cvae.metrics import CONTRACT  # noqa: F401 - docs/ARCHITECTURE.md, contract 1, for the tests that read Tune's rows
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -6,7 +6,7 @@ Chrome/Chromium that it drives through choreographer (no sandbox unless asked, w
 The browser is $BROWSER_PATH when set (choreographer's own override), else Debian's chromium
 (`apt-get install chromium`, the one the browser test uses); a Chrome that `kaleido_get_chrome`
 downloaded comes before both (choreographer's order). The figures are the report's, from the same
-tables on disk (contract 5).
+tables on disk (docs/ARCHITECTURE.md, contract 5).
 """
 from __future__ import annotations
 
