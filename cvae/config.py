@@ -25,6 +25,7 @@ KLType = Literal["Monotonic", "Cyclical", "None"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 KL_TYPES: tuple[str, ...] = ("Monotonic", "Cyclical", "None")
+SYNTHETIC_STYLES: tuple[str, ...] = ("bold", "lab")
 
 
 class ConfigError(ValueError):
@@ -94,8 +95,13 @@ class DataConfig:
     synthetic_train_videos: int = 8  # number of training videos generated
     synthetic_train_frames: int = 128  # frames per training video (rounded down to a multiple of video_len)
     # distinct dancers (body, clothes, room) over the training videos, video i danced by dancer
-    # i mod K; 0 = a new dancer per video. The validation video is always dancer 0's.
+    # i mod K; 0 = a new dancer per video. The validation video is always dancer 0's. Bold style only.
     synthetic_dancers: int = 0
+    # "bold": the large, bright, fast dancer the shipped studies are tuned on; "lab": a stand-in with
+    # the lab's statistics (one small person, slow moves, thin pose lines; cvae.synthetic_lab)
+    synthetic_style: Literal["bold", "lab"] = "bold"
+    # sequences of the test split (630 frames at 32x64, as the lab's test phase); 0 = no test split
+    synthetic_test_sequences: int = 5
     cache_dir: str | None = None  # where generated datasets are cached; None = $CVAE_CACHE or ~/.cache/cvae-study
 
     def __post_init__(self) -> None:
@@ -105,6 +111,12 @@ class DataConfig:
         _check(self.val_video_len >= 2, "val_video_len", f"must be >= 2, got {self.val_video_len}")
         _check(self.synthetic_train_videos >= 1, "synthetic_train_videos", f"must be >= 1, got {self.synthetic_train_videos}")
         _check(self.synthetic_dancers >= 0, "synthetic_dancers", f"must be >= 0, got {self.synthetic_dancers}")
+        _check(self.synthetic_style in SYNTHETIC_STYLES, "synthetic_style",
+               f"must be one of {', '.join(map(repr, SYNTHETIC_STYLES))}, got {self.synthetic_style!r}")
+        _check(self.synthetic_style == "bold" or self.synthetic_dancers <= 1, "synthetic_dancers",
+               f"the lab style has one person in every video; got {self.synthetic_dancers} with synthetic_style = 'lab'")
+        _check(self.synthetic_test_sequences >= 0, "synthetic_test_sequences",
+               f"must be >= 0 (0 = no test split), got {self.synthetic_test_sequences}")
         _check(self.synthetic_train_frames >= self.video_len, "synthetic_train_frames",
                f"must be >= video_len ({self.video_len}), got {self.synthetic_train_frames}")
 

@@ -1,14 +1,24 @@
-"""The embedded default dataset: a 2D dancer written in the lab's folder layout.
+"""The embedded default dataset, written in the lab's folder layout, in one of two styles.
 
-Each video is one dancer (COCO/OpenPose 18-joint skeleton) whose joint angles are sums of
+`style = "bold"` (the default; the shipped studies are tuned on it) is the dancer below; `style =
+"lab"` is a stand-in whose statistics are the lab's (cvae.synthetic_lab; cvae.stats measures both).
+Besides train/ and val/, a dataset holds a test split as the lab's test phase has it, always at the
+submission's 32x64: test/test_img/<i>/frame0.png (the first frame of sequence i), test/test_label/<i>/
+frame0..629.png (its poses) and, which the lab keeps hidden, test/test_gt/<i>/frame0..629.png (its
+frames). Every video of a dataset (test sequences included) is a new dance; the validation and test
+videos are danced by the dancer of training video 0.
+
+The bold style: each video is one dancer (COCO/OpenPose 18-joint skeleton) whose joint angles are sums of
 sinusoids with a per-video tempo, phases and amplitudes. Every frame is rendered twice, aligned:
 an RGB frame (clothed body on a non-flat background) and an OpenPose-style pose label (coloured
 limbs and joint dots on white). Both are drawn at 4x resolution and box-downsampled, so edges are
 anti-aliased. The same seed gives byte-identical PNGs; `cvae.data` reads the result like the real
 dataset.
 
-CLI: python -m cvae.synthetic --out DIR [--seed S] [--train-videos N] [--train-frames N]
-                                       [--val-frames N] [--height H] [--width W]
+CLI: python -m cvae.synthetic [--out DIR] [--style bold|lab] [--seed S] [--frame-size HxW]
+                              [--train-videos N] [--train-frames N] [--val-frames N] [--dancers K]
+                              [--test-sequences N]
+     prints the root it wrote (without --out: the cached dataset these keys give, generated if missing).
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,15 +41,21 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
-from cvae.config import DataConfig
+from cvae.config import SYNTHETIC_STYLES, DataConfig
+from cvae.submission import FRAME_SHAPE, SEQ_FRAMES
 
 log = logging.getLogger(__name__)
 
-# Bump when the rendering or the motion changes, so cached datasets of the old look are not reused.
-FORMAT_VERSION = 2
+# Bump when the rendering, the motion or the layout changes, so cached datasets of the old kind are
+# not reused. 3: the test split, and the lab style.
+FORMAT_VERSION = 3
 MARKER = "complete.json"  # written last into a cached dataset: its presence means "complete"
 SUPERSAMPLE = 4  # draw at this multiple of the frame size, then box-downsample (anti-aliasing)
 LOCK_TIMEOUT_S = 600.0
+TEST_SIZE: tuple[int, int] = FRAME_SHAPE[1:]  # (H, W): the test split is at the submission's size
+# Video numbering within a seed (it seeds each video's generator): training video i is i.
+VAL_TAG = 1_000_000
+TEST_TAG = 2_000_000  # + i for test sequence i
 
 # COCO-18 / OpenPose keypoint order.
 JOINT_NAMES: tuple[str, ...] = (
@@ -263,24 +280,38 @@ LOOKS = ("skin", "hair", "shirt", "trousers", "shoes", "wall_top", "wall_bottom"
          "stripe_amp", "stripe_period", "stripe_phase")
 
 
+def _tag(video: int | str) -> int:
+    # train video i -> i, "val" -> VAL_TAG, "test<i>" -> TEST_TAG + i
+    if isinstance(video, int):
+        return video
+    if video == "val":
+        return VAL_TAG
+    if video.startswith("test") and video[4:].isdigit():
+        return TEST_TAG + int(video[4:])
+    raise ValueError(f"video must be a training video number, 'val' or 'test<i>', got {video!r}")
+
+
 def video_params(seed: int, video: int | str, frame_H: int = 32, frame_W: int = 64,
                  dancers: int = 0) -> DancerParams:
-    """The dancer of one video: train video i (int) or "val"; independent of the other videos' count.
+    """The dancer of one video: train video i (int), "val" or test sequence "test<i>"; independent of
+    the other videos' count.
 
     dancers = 0: every training video has its own dancer (body, clothes, room). dancers = K >= 1:
     training video i is danced by dancer i mod K (that dancer's body, clothes and room), each video
     still with its own dance (tempo, moves, travel, framing).
-    The validation video is a new dance (its own tempo, moves and travel) by the dancer of
-    training video 0, in the same clothes and room, as the lab's validation clip shows the same
-    dancer as its training clips: what is tested is predicting new motion, not new colours.
+    The validation video and the test sequences are new dances (their own tempo, moves and travel)
+    by the dancer of training video 0, in the same clothes and room, as the lab's validation clip
+    shows the same dancer as its training clips: what is tested is predicting new motion, not new
+    colours.
     """
-    if video != "val":
-        own = make_params(np.random.default_rng([seed, int(video)]), frame_H, frame_W)
-        if dancers == 0 or int(video) < dancers:
+    tag = _tag(video)
+    if isinstance(video, int):
+        own = make_params(np.random.default_rng([seed, tag]), frame_H, frame_W)
+        if dancers == 0 or video < dancers:
             return own
-        dancer = video_params(seed, int(video) % dancers, frame_H, frame_W)
+        dancer = video_params(seed, video % dancers, frame_H, frame_W)
         return dataclasses.replace(own, **{k: getattr(dancer, k) for k in LOOKS})
-    own = make_params(np.random.default_rng([seed, 1_000_000]), frame_H, frame_W)
+    own = make_params(np.random.default_rng([seed, tag]), frame_H, frame_W)
     looks = video_params(seed, 0, frame_H, frame_W)
     return dataclasses.replace(own, **{k: getattr(looks, k) for k in LOOKS})
 
@@ -386,29 +417,67 @@ def _save(img: Image.Image, path: Path) -> None:
     img.save(path, format="PNG", compress_level=1, optimize=False)
 
 
-def _write_video(p: DancerParams, n_frames: int, first: int, img_dir: Path, label_dir: Path) -> None:
+def _bold_video(p: DancerParams, n_frames: int) -> Iterator[tuple[Image.Image, Image.Image]]:
     bg = Image.fromarray(background(p))
     pts, head = _pixels(np.arange(n_frames, dtype=np.float64), p)  # (T, 18, 2), (T, 2): one numpy pass
     for k in range(n_frames):
+        yield _draw_frame(pts[k], head[k], p, bg), _draw_label(pts[k], p)
+
+
+def video_frames(style: str, seed: int, video: int | str, frame_H: int, frame_W: int, n_frames: int,
+                 dancers: int = 0) -> Iterator[tuple[Image.Image, Image.Image]]:
+    """(frame, pose image) of one video in order, as PIL RGB images of frame_W x frame_H.
+
+    video: train video i (int), "val" or "test<i>"; dancers: see `video_params` (the lab style has
+    one person in every video, so it ignores it)."""
+    if style == "bold":
+        yield from _bold_video(video_params(seed, video, frame_H, frame_W, dancers), n_frames)
+        return
+    if style != "lab":
+        raise ValueError(f"style must be one of {', '.join(SYNTHETIC_STYLES)}, got {style!r}")
+    from cvae import synthetic_lab  # it imports the skeleton from here
+
+    frames, labels = synthetic_lab.video(seed, _tag(video), frame_H, frame_W, n_frames)
+    for frame, label in zip(frames, labels):
+        yield Image.fromarray(frame), Image.fromarray(label)
+
+
+def _write_video(pairs: Iterable[tuple[Image.Image, Image.Image]], first: int, img_dir: Path, label_dir: Path) -> None:
+    for k, (frame, label) in enumerate(pairs):
         name = f"frame{first + k}.png"
-        _save(_draw_frame(pts[k], head[k], p, bg), img_dir / name)
-        _save(_draw_label(pts[k], p), label_dir / name)
+        _save(frame, img_dir / name)
+        _save(label, label_dir / name)
+
+
+def _write_test_split(tmp: Path, style: str, seed: int, sequences: int) -> None:
+    # test/test_img/<i>/frame0.png, test/test_label/<i>/frame0..629.png, test/test_gt/<i>/frame0..629.png
+    h, w = TEST_SIZE
+    for i in range(sequences):
+        first, poses, truth = (tmp / "test" / kind / str(i) for kind in ("test_img", "test_label", "test_gt"))
+        for d in (first, poses, truth):
+            d.mkdir(parents=True)
+        _write_video(video_frames(style, seed, f"test{i}", h, w, SEQ_FRAMES), 0, truth, poses)
+        shutil.copyfile(truth / "frame0.png", first / "frame0.png")
 
 
 def write_dataset(out: str | Path, seed: int = 0, train_videos: int = 8, train_frames: int = 128,
-                  val_frames: int = 630, frame_H: int = 32, frame_W: int = 64, dancers: int = 0) -> Path:
+                  val_frames: int = 630, frame_H: int = 32, frame_W: int = 64, dancers: int = 0,
+                  style: str = "bold", test_sequences: int = DataConfig.synthetic_test_sequences) -> Path:
     """Write a synthetic dataset in the lab layout under `out` and return `out`.
 
     Train frames are numbered 0..train_videos*train_frames-1, video after video; the validation
-    split is one further video of `val_frames` frames. dancers: see `video_params`. Everything is written into a temporary
-    folder beside `out` and renamed at the end, so `out` is either absent or complete.
-    Raises FileExistsError if `out` exists and is not empty.
+    split is one further video of `val_frames` frames; the test split has `test_sequences`
+    sequences of 630 frames at 32x64 (see the module's docstring). dancers: see `video_params`.
+    Everything is written into a temporary folder beside `out` and renamed at the end, so `out` is
+    either absent or complete. Raises FileExistsError if `out` exists and is not empty.
     """
     for name, v, lo in (("train_videos", train_videos, 1), ("train_frames", train_frames, 1),
                         ("val_frames", val_frames, 1), ("frame_H", frame_H, 8), ("frame_W", frame_W, 8),
-                        ("dancers", dancers, 0)):
+                        ("dancers", dancers, 0), ("test_sequences", test_sequences, 0)):
         if v < lo:
             raise ValueError(f"{name} must be >= {lo}, got {v}")
+    if style not in SYNTHETIC_STYLES:
+        raise ValueError(f"style must be one of {', '.join(SYNTHETIC_STYLES)}, got {style!r}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: already exists and is not empty; not overwriting it")
@@ -423,29 +492,31 @@ def write_dataset(out: str | Path, seed: int = 0, train_videos: int = 8, train_f
                 d.mkdir(parents=True)
                 dirs[split, kind] = d
         for v in range(train_videos):
-            p = video_params(seed, v, frame_H, frame_W, dancers)
-            _write_video(p, train_frames, v * train_frames, dirs["train", "img"], dirs["train", "label"])
-        p = video_params(seed, "val", frame_H, frame_W)
-        _write_video(p, val_frames, 0, dirs["val", "img"], dirs["val", "label"])
+            _write_video(video_frames(style, seed, v, frame_H, frame_W, train_frames, dancers),
+                         v * train_frames, dirs["train", "img"], dirs["train", "label"])
+        _write_video(video_frames(style, seed, "val", frame_H, frame_W, val_frames), 0, dirs["val", "img"], dirs["val", "label"])
+        _write_test_split(tmp, style, seed, test_sequences)
         if out.is_dir():
             out.rmdir()  # empty (checked above); rename cannot replace a directory on every OS
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote synthetic dataset %s: %d train videos x %d frames + %d val frames at %dx%d in %.2f s",
-             out, train_videos, train_frames, val_frames, frame_H, frame_W, time.perf_counter() - t0)
+    log.info("wrote synthetic dataset %s (%s style): %d train videos x %d frames + %d val frames at %dx%d, "
+             "%d test sequences in %.2f s", out, style, train_videos, train_frames, val_frames, frame_H, frame_W,
+             test_sequences, time.perf_counter() - t0)
     return out
 
 
-def _spec(cfg: DataConfig) -> dict[str, int]:
-    # Whole sequences only, so no training sequence spans two videos.
+def _spec(cfg: DataConfig) -> dict[str, int | str]:
+    # write_dataset's arguments for cfg (also the cache key and the marker's content). Whole
+    # sequences only, so no training sequence spans two videos.
     train_frames = cfg.synthetic_train_frames // cfg.video_len * cfg.video_len
-    spec = {"seed": cfg.synthetic_seed, "train_videos": cfg.synthetic_train_videos, "train_frames": train_frames,
-            "val_frames": cfg.val_video_len, "frame_H": cfg.frame_H, "frame_W": cfg.frame_W}
-    if cfg.synthetic_dancers:  # left out at 0, so the caches of earlier datasets keep their names
-        spec["dancers"] = cfg.synthetic_dancers
-    return spec
+    return {"seed": cfg.synthetic_seed, "train_videos": cfg.synthetic_train_videos, "train_frames": train_frames,
+            "val_frames": cfg.val_video_len, "frame_H": cfg.frame_H, "frame_W": cfg.frame_W,
+            # the lab style has one person whatever the key says: one cache for every value
+            "dancers": cfg.synthetic_dancers if cfg.synthetic_style == "bold" else 0,
+            "style": cfg.synthetic_style, "test_sequences": cfg.synthetic_test_sequences}
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -459,7 +530,8 @@ def dataset_dir(cfg: DataConfig) -> Path:
     spec = _spec(cfg)
     key = json.dumps({"format": FORMAT_VERSION, **spec}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return cache_root(cfg) / f"dancer-s{spec['seed']}-{spec['frame_H']}x{spec['frame_W']}-{digest}"
+    kind = "dancer" if spec["style"] == "bold" else str(spec["style"])
+    return cache_root(cfg) / f"{kind}-s{spec['seed']}-{spec['frame_H']}x{spec['frame_W']}-{digest}"
 
 
 def ensure_dataset(cfg: DataConfig) -> Path:
@@ -484,35 +556,72 @@ def ensure_dataset(cfg: DataConfig) -> Path:
             shutil.rmtree(out)
         spec = _spec(cfg)
         log.info("generating synthetic dataset into %s", out)
-        write_dataset(out, **spec)
+        write_dataset(out, **spec)  # type: ignore[arg-type]
         tmp_marker = out / f".{MARKER}.tmp"
         tmp_marker.write_text(json.dumps({"format": FORMAT_VERSION, **spec}, sort_keys=True, indent=1) + "\n")
         os.replace(tmp_marker, marker)  # last, and atomic
     return out
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """Parse "HxW" (e.g. "32x64") into (H, W); an argparse type, so a bad one is a usage error."""
+    h, sep, w = text.lower().partition("x")
+    if not (sep and h.isdigit() and w.isdigit()) or int(h) < 8 or int(w) < 8:
+        raise argparse.ArgumentTypeError(f"frame size must be HxW with H, W >= 8 (e.g. 32x64), got {text!r}")
+    return int(h), int(w)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cvae.synthetic", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="dataset folder to create (must not exist, or be empty)")
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="dataset folder to create (must not exist, or be empty)")
+    where.add_argument("--config", help="a single-run TOML: its [data]'s embedded dataset, in the cache "
+                                        "(generated if missing); the other keys are then unused")
+    ap.add_argument("--style", choices=SYNTHETIC_STYLES, default="bold")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-videos", type=int, default=8)
     ap.add_argument("--train-frames", type=int, default=128, help="frames per training video")
     ap.add_argument("--val-frames", type=int, default=630)
+    ap.add_argument("--frame-size", type=frame_size, help="HxW, e.g. 32x64 (instead of --height and --width)")
     ap.add_argument("--height", type=int, default=32)
     ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--dancers", type=int, default=0, help="distinct dancers over the training videos (0 = one per video)")
+    ap.add_argument("--dancers", type=int, default=0, help="distinct dancers over the training videos (0 = one per "
+                                                           "video; bold style only)")
+    ap.add_argument("--test-sequences", type=int, default=DataConfig.synthetic_test_sequences,
+                    help="test sequences of 630 frames at 32x64 (0 = no test split)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
+    if a.config is not None:
+        from cvae.config import ConfigError, load_config
+
+        try:
+            data = load_config(a.config).data
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if not data.synthetic:
+            print(f"error: {a.config}: data.root is set ({data.root}): that config reads a dataset, not the embedded one",
+                  file=sys.stderr)
+            return 2
+        out = ensure_dataset(data)
+        print(f"embedded dataset of {a.config} ({data.synthetic_style} style) ready in {time.perf_counter() - t0:.2f} s",
+              file=sys.stderr)
+        print(out)
+        return 0
+    h, w = a.frame_size or (a.height, a.width)
     try:
         out = write_dataset(a.out, seed=a.seed, train_videos=a.train_videos, train_frames=a.train_frames,
-                            val_frames=a.val_frames, frame_H=a.height, frame_W=a.width, dancers=a.dancers)
+                            val_frames=a.val_frames, frame_H=h, frame_W=w, dancers=a.dancers, style=a.style,
+                            test_sequences=a.test_sequences)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    dt = time.perf_counter() - t0
     n_train = a.train_videos * a.train_frames
-    print(f"wrote {out}: {n_train} train ({a.train_videos} videos x {a.train_frames}) + {a.val_frames} val "
-          f"frame/label pairs at {a.height}x{a.width} in {dt:.2f} s")
+    # The summary on stderr, the root alone on stdout: ROOT=$(python -m cvae.synthetic --out DIR)
+    print(f"wrote {a.style}-style {n_train} train ({a.train_videos} videos x {a.train_frames}) + {a.val_frames} val "
+          f"frame/label pairs at {h}x{w}, {a.test_sequences} test sequences at {TEST_SIZE[0]}x{TEST_SIZE[1]}, "
+          f"in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    print(out.resolve())
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The synthetic dancer: deterministic, loadable by the real loader, frame and pose aligned, cached once."""
+"""The embedded data, both styles: deterministic, loadable by the real loader, frame and pose aligned,
+with the lab's test split, cached once."""
 from __future__ import annotations
 
 import hashlib
@@ -18,12 +19,13 @@ from cvae.config import DataConfig
 # cvae.data (and so torch) is imported inside the tests that need it: the spawned children of the
 # concurrency test import this module and should start fast.
 
-SMALL = dict(train_videos=2, train_frames=8, val_frames=10, frame_H=32, frame_W=64)
+SMALL: dict[str, Any] = dict(train_videos=2, train_frames=8, val_frames=10, frame_H=32, frame_W=64, test_sequences=0)
 
 
 def small_cfg(cache_dir: Path | str | None, **kw: Any) -> DataConfig:
     args: dict[str, Any] = dict(cache_dir=None if cache_dir is None else str(cache_dir), frame_H=32, frame_W=64,
-                                video_len=8, val_video_len=40, synthetic_train_videos=2, synthetic_train_frames=32)
+                                video_len=8, val_video_len=40, synthetic_train_videos=2, synthetic_train_frames=32,
+                                synthetic_test_sequences=0)
     args.update(kw)
     return DataConfig(**args)
 
@@ -233,14 +235,43 @@ def test_concurrent_ensure_dataset_generates_once(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
     args = ["--out", str(out), "--seed", "2", "--train-videos", "1", "--train-frames", "4",
-            "--val-frames", "3", "--height", "16", "--width", "24"]
+            "--val-frames", "3", "--height", "16", "--width", "24", "--test-sequences", "0"]
     assert synthetic.main(args) == 0
-    printed = capsys.readouterr().out
-    assert str(out) in printed and " s" in printed
+    printed = capsys.readouterr()
+    assert printed.out == f"{out.resolve()}\n"  # the root alone: ROOT=$(python -m cvae.synthetic --out DIR)
+    assert "bold-style" in printed.err and " s" in printed.err
     with Image.open(out / "val" / "val_label" / "frame2.png") as im:
         assert im.size == (24, 16)
     assert synthetic.main(args) == 2  # refuses to overwrite
     assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_lab_style_and_frame_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "lab"
+    assert synthetic.main(["--out", str(out), "--style", "lab", "--frame-size", "32x64", "--train-videos", "1",
+                           "--train-frames", "2", "--val-frames", "3", "--test-sequences", "0"]) == 0
+    assert capsys.readouterr().out.strip() == str(out.resolve())
+    with Image.open(out / "train" / "train_img" / "frame1.png") as im:
+        assert im.size == (64, 32)
+    with pytest.raises(SystemExit):
+        synthetic.main(["--out", str(tmp_path / "x"), "--frame-size", "32by64"])
+    assert "HxW" in capsys.readouterr().err
+
+
+def test_cli_prints_a_configs_cached_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[data]\ncache_dir = "{tmp_path / "cache"}"\nframe_H = 16\nframe_W = 32\nvideo_len = 4\n'
+                   'val_video_len = 6\nsynthetic_train_videos = 1\nsynthetic_train_frames = 4\n'
+                   'synthetic_test_sequences = 0\n')
+    assert synthetic.main(["--config", str(cfg)]) == 0
+    root = Path(capsys.readouterr().out.strip())
+    assert root == synthetic.dataset_dir(DataConfig(cache_dir=str(tmp_path / "cache"), frame_H=16, frame_W=32, video_len=4,
+                                                    val_video_len=6, synthetic_train_videos=1, synthetic_train_frames=4,
+                                                    synthetic_test_sequences=0))
+    assert (root / synthetic.MARKER).is_file()
+    cfg.write_text('[data]\nroot = "/somewhere"\n')
+    assert synthetic.main(["--config", str(cfg)]) == 2
+    assert "not the embedded one" in capsys.readouterr().err
 
 
 def test_one_dancer_dances_every_training_video() -> None:
@@ -258,3 +289,90 @@ def test_dancers_is_part_of_the_cache_key(tmp_path: Path) -> None:
     base = DataConfig(cache_dir=str(tmp_path))
     assert synthetic.dataset_dir(base) == synthetic.dataset_dir(DataConfig(cache_dir=str(tmp_path), synthetic_dancers=0))
     assert synthetic.dataset_dir(base) != synthetic.dataset_dir(DataConfig(cache_dir=str(tmp_path), synthetic_dancers=1))
+
+
+def test_style_and_test_split_are_part_of_the_cache_key(tmp_path: Path) -> None:
+    base = small_cfg(tmp_path)
+    lab = small_cfg(tmp_path, synthetic_style="lab")
+    assert synthetic.dataset_dir(base) != synthetic.dataset_dir(lab)
+    assert synthetic.dataset_dir(lab).name.startswith("lab-s0-32x64-")
+    assert synthetic.dataset_dir(base) != synthetic.dataset_dir(small_cfg(tmp_path, synthetic_test_sequences=2))
+    # one person in every lab-style video: the dancers key cannot change that, nor the cache
+    assert synthetic.dataset_dir(lab) == synthetic.dataset_dir(small_cfg(tmp_path, synthetic_style="lab", synthetic_dancers=1))
+
+
+def test_data_config_checks_the_new_keys() -> None:
+    from cvae.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="data.synthetic_style: must be one of 'bold', 'lab'"):
+        Config.from_dict({"data": {"synthetic_style": "real"}})
+    with pytest.raises(ConfigError, match="data.synthetic_test_sequences: must be >= 0"):
+        Config.from_dict({"data": {"synthetic_test_sequences": -1}})
+    with pytest.raises(ConfigError, match="data.synthetic_dancers: the lab style has one person"):
+        Config.from_dict({"data": {"synthetic_style": "lab", "synthetic_dancers": 2}})
+    assert DataConfig().synthetic_style == "bold" and DataConfig().synthetic_test_sequences == 5
+
+
+@pytest.mark.parametrize("style", ["bold", "lab"])
+def test_the_test_split_is_the_labs_layout_at_32x64(tmp_path: Path, style: str) -> None:
+    kw = dict(SMALL, frame_H=16, frame_W=32, test_sequences=2)
+    out = synthetic.write_dataset(tmp_path / "ds", seed=1, style=style, **kw)
+    test = out / "test"
+    assert sorted(p.name for p in test.iterdir()) == ["test_gt", "test_img", "test_label"]
+    for i in range(2):
+        assert [p.name for p in (test / "test_img" / str(i)).iterdir()] == ["frame0.png"]
+        for kind in ("test_label", "test_gt"):
+            assert {p.name for p in (test / kind / str(i)).iterdir()} == {f"frame{t}.png" for t in range(630)}
+        assert (test / "test_img" / str(i) / "frame0.png").read_bytes() == (test / "test_gt" / str(i) / "frame0.png").read_bytes()
+        with Image.open(test / "test_gt" / str(i) / "frame629.png") as im:
+            assert im.size == (64, 32)  # the submission's size, whatever the training size
+    gt0, gt1 = (np.asarray(Image.open(test / "test_gt" / str(i) / "frame100.png")) for i in (0, 1))
+    assert not np.array_equal(gt0, gt1)  # two dances
+    from cvae.testsplit import load_test_split  # the reader predict uses takes it as the lab's
+
+    split = load_test_split(out)
+    assert len(split) == 2 and split.truth is not None and split.poses.shape == (2, 630, 32, 64, 3)
+
+
+@pytest.mark.parametrize("style", ["bold", "lab"])
+def test_both_styles_are_deterministic_per_seed(tmp_path: Path, style: str) -> None:
+    a, b, c = (synthetic.write_dataset(tmp_path / name, seed=s, style=style, **SMALL)
+               for name, s in (("a", 4), ("b", 4), ("c", 5)))
+    assert tree_hash(a) == tree_hash(b) != tree_hash(c)
+
+
+def test_a_longer_lab_video_starts_with_the_shorter_one() -> None:
+    from cvae import synthetic_lab
+
+    short, _ = synthetic_lab.video(0, synthetic.VAL_TAG, 16, 32, 20)
+    long, _ = synthetic_lab.video(0, synthetic.VAL_TAG, 16, 32, 40)
+    assert np.array_equal(short, long[:20])
+
+
+@pytest.mark.parametrize("tag", [0, 1, 2, 3, synthetic.VAL_TAG, synthetic.TEST_TAG + 4])
+def test_the_lab_person_stays_in_the_frame_and_in_its_pose_image(tag: int) -> None:
+    from cvae import synthetic_lab
+
+    frames, labels = synthetic_lab.video(0, tag, 32, 64, 630)
+    pts = synthetic_lab.joints(0, tag, 32, 64, 630)  # (T, 18, 2)
+    assert pts[..., 0].min() >= 0.5 and pts[..., 0].max() <= 63.5 and pts[..., 1].min() >= 0.5 and pts[..., 1].max() <= 31.5
+    studio = np.array(synthetic_lab.WALL) * synthetic_lab.light(32, 64)[..., None]  # (H, W, 3) the empty studio
+    person = np.abs(frames - studio).max(-1) > 12  # (T, H, W); the camera noise is ~1.5 levels
+    ink = labels.min(-1) < 250
+    assert (labels[~ink] >= 250).all()  # a white page
+    for t in range(0, 630, 45):
+        assert _iou(_bbox(person[t]), _bbox(ink[t])) > 0.5, (tag, t)
+        for x, y in pts[t].astype(int):  # every joint on or beside the person
+            assert person[t, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any(), (tag, t, x, y)
+
+
+def test_the_lab_person_is_one_person_in_one_studio() -> None:
+    from cvae import synthetic_lab
+
+    # every video: the same wall where the person is not (up to the camera noise), the same clothes
+    a, _ = synthetic_lab.video(3, 0, 32, 64, 40)
+    b, _ = synthetic_lab.video(3, synthetic.VAL_TAG, 32, 64, 40)
+    corner = (slice(0, 4), slice(0, 4))
+    assert np.abs(a[:, corner[0], corner[1]].mean((0, 1, 2)) - b[:, corner[0], corner[1]].mean((0, 1, 2))).max() < 1.0
+    homes = {float(np.median(synthetic_lab.joints(0, v, 32, 64, 2)[0, :, 0])) for v in range(4)}
+    assert max(homes) - min(homes) > 8  # ... standing at different places across the width
