@@ -11,6 +11,9 @@ Frames are ordered by the integer N. Consecutive runs of `video_len` training fr
 sequence; the first `val_video_len` validation frames are the rollout. With `DataConfig.root`
 unset, the embedded synthetic dancer (`cvae.synthetic`) is generated into a cache and read by the
 same code.
+
+CLI: python -m cvae.data stats ROOT | --synthetic [...]: what a dataset's validation video is like,
+beside the lab's (cvae.stats; `python -m cvae.data stats --help`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import io
 import logging
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,12 +145,11 @@ def _decode_all(paths: list[Path], frame_H: int, frame_W: int) -> np.ndarray:
     return out
 
 
-def load_split(root: str | Path, split: Literal["train", "val"], frame_H: int, frame_W: int) -> Frames:
-    """Decode `<root>/<split>/<split>_img` and `_label` into uint8 arrays of frame_H x frame_W.
+def split_files(root: str | Path, split: Literal["train", "val"]) -> list[tuple[Path, Path]]:
+    """The (image, label) file pairs of `<root>/<split>` in frame-number order, without decoding them.
 
-    Files are ordered by their frame number; images of another size are resized (bilinear).
-    Raises DatasetError naming the path for a missing folder, an unpaired or misnamed file,
-    an unreadable PNG, a non-RGB image or an empty split.
+    Raises DatasetError naming the path for a missing root or folder, an unpaired or misnamed file,
+    or an empty split: the lab layout's whole check short of reading the pixels.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -165,15 +168,26 @@ def load_split(root: str | Path, split: Literal["train", "val"], frame_H: int, f
         raise DatasetError(labels[n], f"label has no matching image {img_dir / labels[n].name}")
     if not imgs:
         raise DatasetError(img_dir, "no frame<N>.png files")
-    order = sorted(imgs)
+    return [(imgs[n], labels[n]) for n in sorted(imgs)]
+
+
+def load_split(root: str | Path, split: Literal["train", "val"], frame_H: int, frame_W: int) -> Frames:
+    """Decode `<root>/<split>/<split>_img` and `_label` into uint8 arrays of frame_H x frame_W.
+
+    Files are ordered by their frame number; images of another size are resized (bilinear).
+    Raises DatasetError naming the path for a missing folder, an unpaired or misnamed file,
+    an unreadable PNG, a non-RGB image or an empty split.
+    """
+    pairs = split_files(root, split)
+    split_dir = Path(root) / split
     t0 = time.perf_counter()
-    img = _decode_all([imgs[n] for n in order], frame_H, frame_W)
-    label = _decode_all([labels[n] for n in order], frame_H, frame_W)
+    img = _decode_all([i for i, _ in pairs], frame_H, frame_W)
+    label = _decode_all([lb for _, lb in pairs], frame_H, frame_W)
     # Shared through the cache: nobody may write into them.
     img.flags.writeable = False
     label.flags.writeable = False
     log.info("decoded %d %s frame pairs from %s at %dx%d in %.2f s",
-             len(order), split, split_dir, frame_H, frame_W, time.perf_counter() - t0)
+             len(pairs), split, split_dir, frame_H, frame_W, time.perf_counter() - t0)
     return Frames(img=img, label=label, root=split_dir)
 
 
@@ -276,3 +290,19 @@ class DeviceFrames:
             raise IndexError(f"sequence index out of range 0..{n_seq - 1}: {idx.tolist()}")
         frame_idx = (idx[:, None] * video_len + torch.arange(video_len)).to(self.img.device)  # (B, T)
         return self.img[frame_idx].to(torch.float32).div_(255.0), self.label[frame_idx].to(torch.float32).div_(255.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cvae.data stats ...`: the one subcommand, whose definitions live in cvae.stats."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "stats":
+        print("usage: python -m cvae.data stats ROOT | --synthetic [--style lab] [--frame-size HxW ...] "
+              "[--val-frames N ...] [--json]   (see: python -m cvae.data stats --help)", file=sys.stderr)
+        return 2
+    from cvae.stats import main as stats_main  # it imports this module
+
+    return stats_main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
