@@ -1,13 +1,16 @@
 """Frozen configuration of one training run: model, data and training, each checked when built.
 
 A single run is a TOML file with up to three tables, `[model]`, `[data]` and `[train]`, whose keys
-are the fields below. `load_config` rejects unknown tables and keys (with a "did you mean" hint),
-wrong types and out-of-range values, naming the file, the key and the reason.
+are the fields below; it may start with `base = "other.toml"` and list only what it changes
+(read_config_file). `load_config` rejects unknown tables and keys (with a "did you mean" hint),
+wrong types and out-of-range values, naming the file, the key and the reason. A study file's own
+tables (study.spec) are built by the same section builder (build_section), with the same errors.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import re
 import sys
 import types
@@ -20,6 +23,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+log = logging.getLogger(__name__)
 
 KLType = Literal["Monotonic", "Cyclical", "None"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
@@ -206,19 +211,11 @@ class Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | Path | None = None) -> "Config":
         """Build from {table: {key: value}}, rejecting unknown tables/keys and bad values."""
-        unknown = [k for k in d if k not in SECTIONS]
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown table{_hint(unknown[0], SECTIONS)}; expected one of {', '.join(SECTIONS)}", source)
-        parts = {}
-        for name, klass in SECTIONS.items():
-            table = d.get(name, {})
-            if not isinstance(table, Mapping):
-                raise ConfigError(name, f"must be a table, got {type(table).__name__}", source)
-            try:
-                parts[name] = build_section(klass, table)
-            except ConfigError as e:
-                raise ConfigError(f"{name}.{e.key}", e.reason, source) from None
-        return cls(**parts)
+        try:
+            check_tables(d, {name: field_types(klass) for name, klass in SECTIONS.items()})
+            return cls(**{name: build_table(name, klass, d.get(name, {})) for name, klass in SECTIONS.items()})
+        except ConfigError as e:
+            raise ConfigError(e.key, e.reason, source) from None
 
     def replace(self, **sections: Mapping[str, Any]) -> "Config":
         """A copy with some fields changed: `cfg.replace(train={"epochs": 3})`."""
@@ -231,9 +228,31 @@ class Config:
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
-def _hint(key: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+def did_you_mean(key: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices`, or '' when none is close."""
+    close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(table: Mapping[str, Any], names: typing.Collection[str], what: str = "key") -> None:
+    """Refuse a key that is not one of `names`, with the closest as a hint (and, for tables, the choices)."""
+    for key in table:
+        if key not in names:
+            expected = f"; expected one of {', '.join(names)}" if what == "table" else ""
+            raise ConfigError(key, f"unknown {what}{did_you_mean(key, names)}{expected}")
+
+
+def check_tables(raw: Mapping[str, Any], tables: Mapping[str, typing.Collection[str]]) -> None:
+    """A file's top level: only the `tables` (name -> its keys), each a table. A key written above
+    the first table header lands at the top level: the error says which table it belongs in."""
+    for key in raw:
+        home = next((name for name, keys in tables.items() if key in keys), None)
+        if key not in tables and home is not None:
+            raise ConfigError(key, f"belongs in the [{home}] table (write it below the [{home}] header)")
+    check_keys(raw, list(tables), "table")
+    for name in tables:
+        if name in raw and not isinstance(raw[name], Mapping):
+            raise ConfigError(name, f"must be a table ([{name}]), got {type(raw[name]).__name__}")
 
 
 def field_types(klass: type) -> dict[str, Any]:
@@ -260,13 +279,18 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            raise ConfigError(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+            close = did_you_mean(value, [c for c in choices if isinstance(c, str)]) if isinstance(value, str) else ""
+            raise ConfigError(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}{close}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(key, f"must be a list, got {type(value).__name__} {value!r}")
         (item,) = typing.get_args(hint)[:1]
         return tuple(coerce(key, v, item) for v in value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"must be a table, got {type(value).__name__} {value!r}")
+        return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, got {type(value).__name__} {value!r}")
@@ -289,15 +313,57 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
 
 
 def build_section(klass: type, table: Mapping[str, Any]) -> Any:
-    """One config dataclass from a dict: unknown keys, wrong types and bad values raise ConfigError."""
+    """One config dataclass from a dict: unknown keys, missing required ones, wrong types and bad
+    values (the class's __post_init__) raise ConfigError naming the key."""
     hints = field_types(klass)
-    names = [f.name for f in dataclasses.fields(klass)]
-    kwargs = {}
+    check_keys(table, [f.name for f in dataclasses.fields(klass)])
+    for key in _required(klass):
+        if key not in table:
+            raise ConfigError(key, "missing (required)")
+    return klass(**{key: coerce(key, value, hints[key]) for key, value in table.items()})
+
+
+def build_table(name: str, klass: type, table: Mapping[str, Any]) -> Any:
+    """build_section for the file's table `name`: an error names the dotted key, `name.key`."""
+    try:
+        return build_section(klass, table)
+    except ConfigError as e:
+        raise ConfigError(f"{name}.{e.key}", e.reason) from None
+
+
+def build_section_leniently(klass: type, table: Mapping[str, Any], fallback: Mapping[str, Any]) -> Any:
+    """build_section for a file written by another version (or whose paths have gone): a key it does
+    not know or a value it refuses is left out, with a log line, and its default applies (`fallback`'s
+    for a required key). Raises ConfigError only when the defaults themselves do not build."""
+    hints = field_types(klass)
+    kwargs = {**fallback}
+    given = set()
     for key, value in table.items():
         if key not in hints:
-            raise ConfigError(key, f"unknown key{_hint(key, names)}")
-        kwargs[key] = coerce(key, value, hints[key])
-    return klass(**kwargs)
+            log.info("%s: unknown key (left out)", key)
+            continue
+        try:
+            kwargs[key] = coerce(key, value, hints[key])
+            given.add(key)
+        except ConfigError as e:
+            log.info("%s: %s (left out)", e.key, e.reason)
+    while True:
+        try:
+            return klass(**kwargs)
+        except ConfigError as e:
+            if e.key not in given:
+                raise
+            log.info("%s: %s (left out)", e.key, e.reason)
+            given.discard(e.key)
+            if e.key in fallback:
+                kwargs[e.key] = fallback[e.key]
+            else:
+                del kwargs[e.key]
+
+
+def _required(klass: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(klass)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
 
 
 def smoke_config(cfg: Config) -> Config:
@@ -311,16 +377,94 @@ def smoke_config(cfg: Config) -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a single-run TOML file into a Config (ConfigError names the file, key and reason)."""
-    path = Path(path)
+    """Read a single-run TOML file (and its `base` files) into a Config; a ConfigError names the
+    file that wrote the bad key, the key and the reason."""
+    file = read_config_file(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError("-", f"cannot read file: {e.strerror or e}", path) from None
+        return Config.from_dict(file.tables)
+    except ConfigError as e:
+        raise ConfigError(e.key, e.reason, file.source_of(e.key)) from None
+
+
+# --- config files: TOML, with shared values by reference ------------------------------------------
+# A file may start with `base = "other.toml"` (relative to the file) and list only what it changes,
+# as nanoGPT's config files do: its tables merge into the base's key by key, its own keys winning; a
+# value that is itself a table (a [space.<name>] entry) is replaced whole. Bases may have bases.
+BASE_KEY = "base"
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A TOML file with its `base` chain resolved: the merged tables and which file wrote each value."""
+
+    path: Path  # the file, as given
+    text: str  # its text as written
+    tables: dict[str, Any]  # the merged tables, `base` resolved away
+    bases: tuple[Path, ...] = ()  # its base files, nearest first
+    origins: Mapping[str, Path] = field(default_factory=dict)  # "table.key" -> the base file that set it
+
+    def source_of(self, key: str) -> Path:
+        """The file that wrote a dotted key (`train.tfr`, `space.tfr.low`): one of the bases, or this file."""
+        table, _, rest = key.partition(".")
+        return self.origins.get(f"{table}.{rest.partition('.')[0]}", self.origins.get(table, self.path))
+
+
+def read_toml(path: Path, text: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A TOML file's text (read unless given) and tables; ConfigError, key "-", when it cannot be."""
+    try:
+        text = path.read_text(encoding="utf-8") if text is None else text
     except UnicodeDecodeError:
         raise ConfigError("-", "not a UTF-8 text file", path) from None
+    except OSError as e:
+        raise ConfigError("-", f"cannot read file: {e.strerror or e}", path) from None
     try:
-        raw = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("-", f"not valid TOML: {e}", path) from None
-    return Config.from_dict(raw, source=path)
+
+
+def read_config_file(path: str | Path, text: str | None = None, rebase: typing.Collection[str] = (),
+                     _chain: tuple[Path, ...] = ()) -> ConfigFile:
+    """Read a TOML file and the files its `base` names (see above). `rebase`: dotted keys whose
+    relative paths are relative to the file that writes them (a study's data.root); a base's are
+    made absolute. A missing base or a cycle is a ConfigError on key `base` of the file that names it."""
+    path = Path(path)
+    text, raw = read_toml(path, text)
+    if BASE_KEY not in raw:
+        return ConfigFile(path, text, raw)
+    try:
+        name = coerce(BASE_KEY, raw.pop(BASE_KEY), str)
+    except ConfigError as e:
+        raise ConfigError(e.key, e.reason, path) from None
+    target = path.parent / Path(name).expanduser()
+    chain = (*_chain, path.resolve())
+    if target.resolve() in chain:
+        cycle = " -> ".join(p.name for p in (*chain, target.resolve()))
+        raise ConfigError(BASE_KEY, f"{name!r} makes a cycle of bases: {cycle}", path)
+    if not target.is_file():
+        raise ConfigError(BASE_KEY, f"{name!r}: no such file ({target}); a base is relative to the file naming it", path)
+    base = read_config_file(target, rebase=rebase, _chain=chain)
+    tables, origins = _merged(base, raw, rebase)
+    return ConfigFile(path, text, tables, (target, *base.bases), origins)
+
+
+def _merged(base: ConfigFile, raw: Mapping[str, Any], rebase: typing.Collection[str]) -> tuple[dict[str, Any], dict[str, Path]]:
+    tables = {k: dict(v) if isinstance(v, dict) else v for k, v in base.tables.items()}
+    origins = dict(base.origins)
+    for k, v in base.tables.items():
+        for key in v if isinstance(v, dict) else [None]:
+            origins.setdefault(k if key is None else f"{k}.{key}", base.path)
+    for dotted in rebase:
+        table, _, key = dotted.partition(".")
+        value = tables[table].get(key) if isinstance(tables.get(table), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            tables[table][key] = str((base.path.parent / value).resolve())
+    for k, v in raw.items():
+        if isinstance(v, dict) and isinstance(tables.get(k), dict):
+            tables[k].update(v)
+            for key in v:
+                origins.pop(f"{k}.{key}", None)
+        else:
+            tables[k] = v
+            origins = {o: f for o, f in origins.items() if o != k and not o.startswith(f"{k}.")}
+    return tables, origins

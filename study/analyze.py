@@ -45,7 +45,7 @@ class StudyInfo:
     @classmethod
     def of(cls, spec: StudySpec) -> StudyInfo:
         """What a loaded study file says."""
-        return cls.of_tables(spec.study, spec.seeds, spec.space, spec.raw_text, spec, spec.fixed)
+        return cls.of_tables(spec, spec.seeds, spec.space, spec.raw_text, spec, spec.fixed)
 
     @classmethod
     def of_tables(cls, study: StudyTable, seeds: tuple[int, ...], space: Sequence[Param], text: str,

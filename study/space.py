@@ -30,7 +30,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study._compat import searcher_study
 from study.ranking import finite, trial_objective
-from study.spec import Param, StudySpec
+from study.params import Param
+from study.spec import StudySpec
 
 log = logging.getLogger(__name__)
 

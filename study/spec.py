@@ -1,27 +1,32 @@
 """A study is a TOML file: parse and validate it into a frozen StudySpec.
 
-Tables: `[study]` (name, metric, seeds, ...), `[search]` (sampler, scheduler, retries), the fixed
-`[data]`, `[model]` and `[train]` values of the cvae config, and `[space]`, one sub-table per searched
-parameter. Everything is checked before Ray starts; each problem raises a StudyError whose text is
-one line, `<file>: <dotted key>: <reason>`. The file is only ever parsed as TOML: it cannot run code.
-A `[data] root` is resolved against the study file here; whether it holds a dataset in the lab's
-layout is cvae.data's check, which study.run makes (loading it) before Ray starts.
+Tables: `[study]` (StudyTable: name, metric, seeds, ...), `[search]` (SearchTable: sampler, scheduler,
+retries, warm start; plus TPEOptions), the fixed `[data]`, `[model]` and `[train]` values of the cvae
+config, and `[space]` (study.params), one sub-table per searched parameter. Each table is a frozen
+dataclass built by cvae.config's section builder, so a study file and a run config share one set of
+types, ranges and error texts; the rules that span tables are the `check_*` functions below. A file
+may start with `base = "other.toml"` and list only what it changes (cvae.config.read_config_file).
+
+Everything is checked before Ray starts; each problem raises a StudyError whose text is one line,
+`<file>: <dotted key>: <reason>`. The file is only ever parsed as TOML: it cannot run code. A
+`[data] root` is resolved against the file that writes it here; whether it holds a dataset in the
+lab's layout is cvae.data's check, which study.run makes (loading it) before Ray starts.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import math
+import os
 import re
 import sys
-import types
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence, Union, get_args, get_origin
+from typing import Any, Collection, Literal, Mapping, Sequence, get_args
 
-from cvae.config import SECTIONS, Config, ConfigError, build_section, field_types, smoke_config
+from cvae.config import (SECTIONS, Config, ConfigError, ConfigFile, TrainConfig, build_table, check_keys, check_tables,
+                         did_you_mean, field_types, read_config_file, smoke_config)
 from cvae.metrics import METRIC_NAMES
+from study.params import FIELD_SECTION, MAX_GRID, Param, active_values, check_combinations, grid_points, parse_space, plain_type
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,37 +35,23 @@ else:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-TABLES: tuple[str, ...] = ("study", "search", "data", "model", "train", "space")
-STUDY_KEYS: tuple[str, ...] = ("name", "description", "metric", "mode", "objective", "num_samples", "seed", "seeds",
-                               "max_concurrent", "cpus_per_trial", "gpus_per_trial",
-                               "time_budget_s")
-SEARCH_KEYS: tuple[str, ...] = ("sampler", "scheduler", "grace_period", "reduction_factor", "max_failures",
-                                *("multivariate", "group", "constant_liar", "n_startup_trials"),  # TPE's options
-                                "start_from", "points_to_evaluate")  # warm start: the first configurations
-TPE_OPTIONS: tuple[str, ...] = ("multivariate", "group", "constant_liar", "n_startup_trials")
-PARAM_KEYS: tuple[str, ...] = ("low", "high", "log", "step", "type", "choices", "value", "when")
-SAMPLERS: tuple[str, ...] = ("tpe", "grid", "random")
-SCHEDULERS: tuple[str, ...] = ("none", "asha")
-# A trial's score: the metric at its best epoch, or at its last (study.analyze.trial_objective).
-OBJECTIVES: tuple[str, ...] = ("best", "last")
+Mode = Literal["max", "min"]
+# A trial's score: the metric at its best epoch, or at its last (study.ranking.trial_objective).
+Objective = Literal["best", "last"]
+Sampler = Literal["tpe", "grid", "random"]
+Scheduler = Literal["none", "asha"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 CPU_METRIC = "time/cpu_s"  # added by study.trainable: the trial's process CPU seconds, across restores
 METRICS: tuple[str, ...] = (*METRIC_NAMES, CPU_METRIC)  # every per-epoch metric of a trial, in report order
-MAX_GRID = 10_000  # grids larger than this are certainly a mistake on a laptop
 SMOKE_TRIALS = 2  # trials of a smoke study (smoke_spec)
 # A smoke study runs several trials at once: a tiny model too, unlike cvae's single-run smoke config.
 SMOKE_MODEL: dict[str, int] = {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16}
-_MAX_COMBOS = 4_096  # beyond this, [space] combinations are checked one parameter at a time
+# Paths relative to the file that writes them (trials run with their own dir as working dir).
+PATH_KEYS: tuple[str, ...] = ("data.root", "data.cache_dir")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
-# cvae fields that cannot be searched, and why
-_UNSEARCHABLE: dict[str, str] = {
-    "root": "a dataset path cannot be searched; fix it in [data]",
-    "cache_dir": "a cache path cannot be searched; fix it in [data]",
-    "seed": "list seeds in [study] seeds = [...] to run every configuration once per seed",
-}
-# field name -> the cvae config section it belongs to (names are unique across sections)
-FIELD_SECTION: dict[str, str] = {name: section for section, klass in SECTIONS.items()
-                                 for name in field_types(klass)}
-_MISSING: Any = object()
+# field metadata: the [search] option applies only with this sampler or scheduler (check_applies)
+_ASHA = {"only": ("scheduler", "asha")}
+_TPE = {"only": ("sampler", "tpe")}
 
 
 class StudyError(ConfigError):
@@ -74,86 +65,125 @@ class StudyError(ConfigError):
         self.path = str(path)
 
 
-@dataclass(frozen=True)
-class Param:
-    """One `[space.<name>]` entry: a float/int range, a categorical or a fixed value, maybe conditional."""
-
-    name: str  # the cvae config field
-    kind: Literal["float", "int", "categorical", "fixed"]
-    low: float | int | None = None  # range bounds, both inclusive
-    high: float | int | None = None
-    log: bool = False  # sample the range on a log scale
-    step: float | int | None = None  # range discretisation (None: continuous float / step 1 int)
-    choices: tuple[Any, ...] = ()  # categorical values
-    value: Any = None  # fixed value
-    when: dict[str, tuple[Any, ...]] | None = None  # other [space] param -> values for which this one is active
-    section: Literal["train", "model", "data"] = "train"  # the config table the field lives in
-
-    def active(self, values: Mapping[str, Any]) -> bool:
-        """Whether every `when` condition holds, given the values decided so far (inactive params absent)."""
-        if not self.when:
-            return True
-        return all(dep in values and any(_same(values[dep], a) for a in allowed)
-                   for dep, allowed in self.when.items())
-
-    def grid_values(self) -> tuple[Any, ...] | None:
-        """The finite values this parameter can take, or None for a continuous float range."""
-        if self.kind == "fixed":
-            return (self.value,)
-        if self.kind == "categorical":
-            return self.choices
-        if self.kind == "int":
-            return tuple(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step is None:
-            return None
-        lo, hi, st = Decimal(str(self.low)), Decimal(str(self.high)), Decimal(str(self.step))
-        n = int((hi - lo) / st)
-        return tuple(float(lo + i * st) for i in range(n + 1))
-
-    def can_take(self, v: Any) -> bool:
-        """Whether `v` is one of the values this parameter can take (used to check `when` values)."""
-        if self.kind == "fixed":
-            return _same(self.value, v)
-        if self.kind == "categorical":
-            return any(_same(c, v) for c in self.choices)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return False
-        if not self.low <= v <= self.high:
-            return False
-        if self.kind == "int":
-            return float(v).is_integer() and (int(v) - int(self.low)) % int(self.step or 1) == 0
-        return self.step is None or _on_step(self.low, v, self.step)
+def _check(ok: bool, key: str, reason: str) -> None:
+    if not ok:
+        raise ConfigError(key, reason)
 
 
-@dataclass(frozen=True)
-class StudySpec:
-    """A validated study file. `space` is in dependency order (a param comes after those its `when` names)."""
+# --- the tables ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyTable:
+    """[study]: what the study is called and optimises, how many trials it runs and what each may use."""
+
+    name: str  # results/<name>/ and the Optuna study name; default: the study file's name
+    num_samples: int  # configurations sampled (grid sampler: repeats of the whole grid; default 1 there)
+    description: str | None = None  # free text shown in the report
+    metric: str = "val/psnr"  # the reported metric to optimise (one of METRICS)
+    mode: Mode = "max"  # "max" | "min": which way the metric is better
+    objective: Objective = "best"  # a trial's score: the metric at its best epoch, or at its last
+    seed: int = 0  # seed of the Optuna sampler and of the grid's order
+    seeds: tuple[int, ...] | None = None  # train.seed values, every configuration runs once per seed; None: [train] seed
+    max_concurrent: int | None = None  # trials running at once; None: as many as the cluster's resources fit
+    cpus_per_trial: float = 1.0  # Ray CPUs reserved per trial
+    gpus_per_trial: float = 0.0  # Ray GPUs reserved per trial: 0, a share of one GPU (< 1), or whole GPUs
+    time_budget_s: float | None = None  # wall seconds after which the study stops cleanly (a rerun goes on); None: no limit
+
+    def __post_init__(self) -> None:
+        _check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
+        _check(self.seeds is None or len(self.seeds) > 0, "seeds", "must be a non-empty list of integers, got []")
+        _check(self.seeds is None or len(set(self.seeds)) == len(self.seeds), "seeds",
+               f"must not repeat a seed, got {list(self.seeds or ())}")
+        _check(self.max_concurrent is None or self.max_concurrent >= 1, "max_concurrent",
+               f"must be >= 1, got {self.max_concurrent}")
+        for key in ("cpus_per_trial", "gpus_per_trial", "time_budget_s"):
+            v = getattr(self, key)
+            _check(v is None or math.isfinite(v), key, f"must be a finite number, got {v}")
+        _check(self.cpus_per_trial > 0, "cpus_per_trial", f"must be > 0, got {self.cpus_per_trial:g}")
+        _check(self.gpus_per_trial >= 0, "gpus_per_trial", f"must be >= 0, got {self.gpus_per_trial:g}")
+        # Ray's rule: a share of one GPU, or whole GPUs
+        _check(self.gpus_per_trial <= 1 or self.gpus_per_trial.is_integer(), "gpus_per_trial",
+               f"must be a fraction of one GPU (<= 1) or a whole number of GPUs, got {self.gpus_per_trial:g}")
+        _check(self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s",
+               f"must be > 0 seconds, got {self.time_budget_s}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchTable:
+    """[search]: how configurations are chosen, stopped early and retried (TPE's options: TPEOptions)."""
+
+    sampler: Sampler = "tpe"  # "tpe" (Optuna's TPE) | "grid" (every configuration of a finite space) | "random"
+    scheduler: Scheduler = "none"  # "none" (every trial runs all its epochs) | "asha" (stops clearly worse trials)
+    grace_period: int = field(default=1, metadata=_ASHA)  # ASHA: epochs before a trial may be stopped
+    reduction_factor: float = field(default=3.0, metadata=_ASHA)  # ASHA: keep 1/reduction_factor of the trials a rung
+    max_failures: int = 2  # retries of a crashed trial from its last checkpoint
+    # best.toml files whose values of the searched parameters run first (relative: from the current directory)
+    start_from: tuple[str, ...] = ()
+    points_to_evaluate: tuple[dict[str, Any], ...] = ()  # then these configurations ({ name = value, ... })
+
+    def __post_init__(self) -> None:
+        _check(self.grace_period >= 1, "grace_period", f"must be >= 1, got {self.grace_period}")
+        _check(math.isfinite(self.reduction_factor) and self.reduction_factor > 1, "reduction_factor",
+               f"must be > 1, got {self.reduction_factor}")
+        _check(self.max_failures >= 0, "max_failures", f"must be >= 0, got {self.max_failures}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TPEOptions:
+    """TPESampler's options, written in [search] (sampler = "tpe" only). The defaults are what Optuna's
+    TPESampler docs give for conditional spaces and trials in flight, and Optuna's 10 startup trials."""
+
+    multivariate: bool = field(default=True, metadata=_TPE)  # model the parameters jointly, not one at a time
+    # sample the groups of parameters that are active together separately; None: when multivariate and
+    # [space] is conditional
+    group: bool | None = field(default=None, metadata=_TPE)
+    constant_liar: bool = field(default=True, metadata=_TPE)  # count trials in flight as bad, so parallel ones spread
+    n_startup_trials: int = field(default=10, metadata=_TPE)  # random trials before TPE models the results
+
+    def __post_init__(self) -> None:
+        _check(not (self.group and not self.multivariate), "group", "needs multivariate = true (Optuna's TPESampler rule)")
+        _check(self.n_startup_trials >= 0, "n_startup_trials", f"must be >= 0, got {self.n_startup_trials}")
+
+
+def _names(*klasses: type) -> tuple[str, ...]:
+    return tuple(f.name for klass in klasses for f in fields(klass))
+
+
+def _values(obj: Any, klass: type) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in _names(klass)}
+
+
+# table -> its keys, in the order an error lists them
+TABLES: dict[str, tuple[str, ...]] = {"study": _names(StudyTable), "search": _names(SearchTable, TPEOptions),
+                                      **{s: _names(SECTIONS[s]) for s in ("data", "model", "train")}, "space": ()}
+
+
+# --- the spec ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudySpec(StudyTable, SearchTable, TPEOptions):
+    """A validated study file: every field of its [study], [search] and TPE tables (spec.metric,
+    spec.sampler, ...; `seeds` and TPE's `group` decided), its fixed cvae tables and its [space],
+    in dependency order (a param comes after those its `when` names)."""
 
     path: Path  # the study file, absolute
-    name: str  # results/<name>/ and the Optuna study name
-    metric: str  # the reported metric to optimise, e.g. "val/psnr"
-    mode: Literal["max", "min"]
-    objective: Literal["best", "last"]  # a trial's score: the metric at its best epoch, or at its last
-    num_samples: int  # sampled configurations (grid sampler: repeats of the whole grid)
-    seed: int  # seed of the Optuna sampler
-    seeds: tuple[int, ...]  # train.seed values: every configuration runs once per seed
-    max_concurrent: int | None  # trials running at once; None: as many as the cluster's resources fit (study.run)
-    cpus_per_trial: float  # Ray CPUs reserved per trial
-    gpus_per_trial: float  # Ray GPUs reserved per trial: 0 (none), a fraction < 1 (trials share a GPU), or whole GPUs
-    sampler: Literal["tpe", "grid", "random"]
-    scheduler: Literal["none", "asha"]
-    grace_period: int  # ASHA: epochs before a trial may be stopped
-    reduction_factor: float  # ASHA: keep 1/reduction_factor of the trials at each rung
-    max_failures: int  # retries of a crashed trial from its last checkpoint
+    seeds: tuple[int, ...]  # train.seed values, every configuration runs once per seed: [study] seeds, else [train] seed
     fixed: dict[str, dict[str, Any]]  # section -> key -> value, with data.root/cache_dir made absolute
     space: tuple[Param, ...]
-    description: str | None  # free text shown in the report
-    raw_text: str  # the file's text, to copy beside the results
-    # TPESampler's options (multivariate, group, constant_liar, n_startup_trials); {} for other samplers
-    tpe: dict[str, Any] = field(default_factory=dict)
+    raw_text: str  # the study as saved beside its results (resolved_text)
     # the first configurations to run ([search] start_from's best.toml files, then points_to_evaluate)
     warm_start: tuple[dict[str, Any], ...] = ()
-    time_budget_s: float | None = None  # the study stops cleanly after this long (None: no limit)
+
+    def __post_init__(self) -> None:
+        for table in (StudyTable, SearchTable, TPEOptions):  # the tables' rules hold for a replace() too
+            table.__post_init__(self)
+
+    @property
+    def tpe(self) -> dict[str, Any]:
+        """TPESampler's keyword options; {} for the other samplers."""
+        return _values(self, TPEOptions) if self.sampler == "tpe" else {}
 
     def base_config(self) -> Config:
         """The config of the fixed values alone (first seed; [space] parameters at their fallback)."""
@@ -173,23 +203,14 @@ class StudySpec:
                 continue
             p = params.get(key)
             if p is None:
-                raise ConfigError(key, f"not a [space] parameter of study {self.name!r}{_hint(key, params)}")
+                raise ConfigError(key, f"not a [space] parameter of study {self.name!r}{did_you_mean(key, params)}")
             tables.setdefault(p.section, {})[key] = value
         tables.setdefault("train", {})["seed"] = seed
         return Config.from_dict(tables)
 
     def grid_points(self) -> list[dict[str, Any]] | None:
-        """Every distinct configuration of a finite space (only active params, fixed ones included).
-
-        None when a range is continuous or there are more than MAX_GRID points. A conditional
-        parameter multiplies only the branch where its condition holds, so no point repeats.
-        """
-        values = {p.name: p.grid_values() for p in self.space}
-        if any(v is None for v in values.values()):
-            return None
-        if math.prod(len(v) for v in values.values()) > MAX_GRID and _count_points(self.space, values) > MAX_GRID:
-            return None
-        return _enumerate_points(self.space, values)
+        """Every distinct configuration of a finite space, or None (study.params.grid_points)."""
+        return grid_points(self.space)
 
     def grid_size(self) -> int | None:
         """The number of distinct configurations of a finite space, else None (see grid_points)."""
@@ -224,14 +245,19 @@ class StudySpec:
         raise KeyError(name)
 
 
+def seeds_of(study: StudyTable, train: Mapping[str, Any]) -> tuple[int, ...]:
+    """The train seeds of a study: [study] seeds, else the [train] seed alone."""
+    return study.seeds or (int(train.get("seed", TrainConfig.seed)),)
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study TOML file; any problem raises StudyError naming the file and key."""
-    return _Parser(Path(path)).parse()
+    return _spec(Path(path), None)
 
 
 def parse_spec(text: str, path: str | Path) -> StudySpec:
     """Validate a study's TOML text as if it were the file `path` (relative paths resolve against it)."""
-    return _Parser(Path(path)).parse(text)
+    return _spec(Path(path), text)
 
 
 def smoke_spec(spec: StudySpec) -> StudySpec:
@@ -279,571 +305,208 @@ def main_error(e: StudyError) -> int:
     return 2
 
 
-# --- parsing -------------------------------------------------------------------------------------
+def resolved_text(file: ConfigFile) -> str:
+    """What a results folder keeps of a study file (study.toml, spec.raw_text): the file's own text;
+    for a file with a base, every value it runs with, as TOML, under a line naming its base files."""
+    if not file.bases:
+        return file.text
+    import tomli_w
+
+    names = ", ".join(os.path.relpath(b, file.path.parent) for b in file.bases)
+    order = sorted(file.tables, key=lambda t: list(TABLES).index(t) if t in TABLES else len(TABLES))
+    return (f"# {file.path.name} with its base files ({names}) resolved: every value this study runs with\n\n"
+            + tomli_w.dumps({t: file.tables[t] for t in order}))
 
 
-class _Parser:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.src = str(path)
-
-    def err(self, key: str, reason: str) -> StudyError:
-        return StudyError(self.src, key, reason)
-
-    def parse(self, text: str | None = None) -> StudySpec:
-        text, raw = self._read(text)
-        for k in raw:
-            # A key written above the first table header lands at the top level: say where it belongs.
-            home = "study" if k in STUDY_KEYS else "search" if k in SEARCH_KEYS else FIELD_SECTION.get(k)
-            if k not in TABLES and home is not None:
-                raise self.err(k, f"belongs in the [{home}] table (write it below the [{home}] header)")
-        self._keys(raw, TABLES, "", "table")
-        for t in TABLES:
-            if t in raw and not isinstance(raw[t], dict):
-                raise self.err(t, f"must be a table ([{t}]), got {_typename(raw[t])}")
-        study = raw.get("study", {})
-        search = raw.get("search", {})
-        self._keys(study, STUDY_KEYS, "study.")
-        self._keys(search, SEARCH_KEYS, "search.")
-
-        sampler = self._choice(search, "search.sampler", SAMPLERS, "tpe")
-        scheduler = self._choice(search, "search.scheduler", SCHEDULERS, "none")
-        if scheduler != "asha":
-            for k in ("grace_period", "reduction_factor"):
-                if k in search:
-                    raise self.err(f"search.{k}", 'only applies with scheduler = "asha"')
-        grace_period = self._int(search, "search.grace_period", 1, minimum=1)
-        reduction_factor = self._number(search, "search.reduction_factor", 3.0)
-        if reduction_factor <= 1:
-            raise self.err("search.reduction_factor", f"must be > 1, got {reduction_factor}")
-        max_failures = self._int(search, "search.max_failures", 2, minimum=0)
-
-        name = self._str(study, "study.name", self.path.stem)
-        if not _SAFE_NAME.fullmatch(name):
-            origin = "" if "name" in study else " (the file's name, as [study] name is not set)"
-            raise self.err("study.name", f"must be a folder name of letters, digits, '-' and '_', got {name!r}{origin}")
-        description = self._str(study, "study.description", None)
-        metric = self._str(study, "study.metric", "val/psnr")
-        if metric not in METRICS:
-            # a typo would otherwise only surface when the first trial reports, after Ray started
-            raise self.err("study.metric", f"unknown metric {metric!r}{_hint(metric, METRICS)}; "
-                                           f"expected one of {', '.join(METRICS)}")
-        mode = self._choice(study, "study.mode", ("max", "min"), "max")
-        objective = self._choice(study, "study.objective", OBJECTIVES, "best")
-        num_samples = self._int(study, "study.num_samples", 1 if sampler == "grid" else _MISSING, minimum=1)
-        seed = self._int(study, "study.seed", 0)
-        # unset: as many as the cluster holds, which study.run knows once Ray is up
-        max_concurrent = self._int(study, "study.max_concurrent", None, minimum=1) if "max_concurrent" in study else None
-        cpus_per_trial = self._number(study, "study.cpus_per_trial", 1.0)
-        if cpus_per_trial <= 0:
-            raise self.err("study.cpus_per_trial", f"must be > 0, got {cpus_per_trial}")
-        gpus_per_trial = self._number(study, "study.gpus_per_trial", 0.0)
-        if gpus_per_trial < 0:
-            raise self.err("study.gpus_per_trial", f"must be >= 0, got {gpus_per_trial:g}")
-        if gpus_per_trial > 1 and not gpus_per_trial.is_integer():
-            # Ray's rule: a share of one GPU, or whole GPUs
-            raise self.err("study.gpus_per_trial", f"must be a fraction of one GPU (<= 1) or a whole number of GPUs, "
-                                                   f"got {gpus_per_trial:g}")
-
-        fixed = self._fixed(raw)
-        seeds = self._seeds(study, fixed)
-        self._build(fixed, seeds[0])
-        space = self._space(raw.get("space", {}), fixed)
-        self._check_devices(fixed, space, gpus_per_trial)
-        tpe = self._tpe(search, sampler, space)
-        warm_start = self._warm_start(search, sampler, space)
-        if len(warm_start) > num_samples:
-            raise self.err("search.start_from" if "start_from" in search else "search.points_to_evaluate",
-                           f"{len(warm_start)} warm-start configurations, more than study.num_samples = {num_samples}")
-        time_budget_s = None
-        if "time_budget_s" in study:
-            time_budget_s = self._number(study, "study.time_budget_s", None)
-            if time_budget_s <= 0:
-                raise self.err("study.time_budget_s", f"must be > 0 seconds, got {time_budget_s}")
-
-        if sampler == "grid":
-            for p in space:
-                if p.kind != "fixed" and p.grid_values() is None:
-                    raise self.err(f"space.{p.name}", "the grid sampler needs finite values: give the float "
-                                                      "range a step, or list choices")
-        spec = StudySpec(
-            path=self.path.resolve(), name=name, metric=metric, mode=mode, objective=objective, num_samples=num_samples, seed=seed,
-            seeds=seeds, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
-            gpus_per_trial=gpus_per_trial, sampler=sampler,
-            scheduler=scheduler, grace_period=grace_period, reduction_factor=reduction_factor,
-            max_failures=max_failures, fixed=fixed, space=space, description=description, raw_text=text,
-            tpe=tpe, warm_start=warm_start, time_budget_s=time_budget_s,
-        )
-        if sampler == "grid" and spec.grid_size() is None:
-            raise self.err("space", f"the grid has more than {MAX_GRID} configurations; narrow it or use tpe/random")
-        self._check_combinations(spec)
-        if scheduler == "asha":
-            if grace_period > spec.max_epochs:
-                raise self.err("search.grace_period", f"must be <= train.epochs ({spec.max_epochs}), got {grace_period}")
-            if len(seeds) > 1:
-                log.warning("%s: ASHA with %d seeds: seeds of one configuration may be stopped at different "
-                            "epochs, and the searcher sees the mean of their scores", self.src, len(seeds))
-        return spec
-
-    def _check_devices(self, fixed: Mapping[str, Any], space: Sequence[Param], gpus_per_trial: float) -> None:
-        # A trial sees only the GPUs Ray reserved for it, renumbered from cuda:0 (CUDA_VISIBLE_DEVICES).
-        try:
-            p = next(p for p in space if p.name == "device")
-            key, devices = f"space.device.{'value' if p.kind == 'fixed' else 'choices'}", p.grid_values() or ()
-        except StopIteration:
-            key, devices = "train.device", (fixed["train"].get("device", "auto"),)
-        visible = max(1, math.ceil(gpus_per_trial))
-        for device in devices:
-            if not str(device).startswith("cuda"):
-                continue
-            if gpus_per_trial == 0:
-                raise self.err(key, f"{device!r} needs study.gpus_per_trial > 0: a trial uses only the GPUs Ray "
-                                    "reserved for it (or use device = \"auto\", which then trains on the CPU)")
-            index = int(str(device).partition(":")[2] or 0)
-            if index >= visible:
-                raise self.err(key, f"{device!r}: a trial sees only the GPUs Ray reserved for it, as cuda:0.."
-                                    f"cuda:{visible - 1} (study.gpus_per_trial = {gpus_per_trial:g})")
-
-    def _read(self, text: str | None) -> tuple[str, dict[str, Any]]:
-        try:
-            text = self.path.read_text(encoding="utf-8") if text is None else text
-        except UnicodeDecodeError:
-            raise self.err("-", "not a UTF-8 text file") from None
-        except OSError as e:
-            raise self.err("-", f"cannot read file: {e.strerror or e}") from None
-        try:
-            return text, tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise self.err("-", f"not valid TOML: {e}") from None
-
-    # typed getters: each names the dotted key and the bad value
-
-    def _keys(self, table: Mapping[str, Any], allowed: Sequence[str], prefix: str, what: str = "key") -> None:
-        for k in table:
-            if k not in allowed:
-                raise self.err(f"{prefix}{k}", f"unknown {what}{_hint(k, allowed)}; expected one of {', '.join(allowed)}")
-
-    def _get(self, table: Mapping[str, Any], key: str, default: Any) -> Any:
-        short = key.rsplit(".", 1)[-1]
-        if short in table:
-            return table[short]
-        if default is _MISSING:
-            raise self.err(key, "missing (required)")
-        return default
-
-    def _int(self, table: Mapping[str, Any], key: str, default: Any, minimum: int | None = None) -> int:
-        v = self._get(table, key, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.err(key, f"must be an integer, got {_typename(v)} {v!r}")
-        if minimum is not None and v < minimum:
-            raise self.err(key, f"must be >= {minimum}, got {v}")
-        return v
-
-    def _number(self, table: Mapping[str, Any], key: str, default: Any) -> float:
-        v = self._get(table, key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise self.err(key, f"must be a finite number, got {_typename(v)} {v!r}")
-        return float(v)
-
-    def _str(self, table: Mapping[str, Any], key: str, default: Any) -> Any:
-        v = self._get(table, key, default)
-        if v is not None and not isinstance(v, str):
-            raise self.err(key, f"must be a string, got {_typename(v)} {v!r}")
-        return v
-
-    def _choice(self, table: Mapping[str, Any], key: str, choices: Sequence[str], default: str) -> Any:
-        v = self._str(table, key, default)
-        if v not in choices:
-            raise self.err(key, f"must be one of {', '.join(map(repr, choices))}, got {v!r}{_hint(v, choices)}")
-        return v
-
-    def _bool(self, table: Mapping[str, Any], key: str, default: Any) -> bool:
-        v = self._get(table, key, default)
-        if not isinstance(v, bool):
-            raise self.err(key, f"must be true or false, got {_typename(v)} {v!r}")
-        return v
-
-    # [search]: the sampler's options and the warm start
-
-    def _tpe(self, search: Mapping[str, Any], sampler: str, space: Sequence[Param]) -> dict[str, Any]:
-        """TPESampler's options. Defaults: multivariate TPE, with group decomposition when [space] is
-        conditional and the constant liar for trials in flight (what Optuna's TPESampler docs give for
-        conditional spaces and parallel trials); Optuna's 10 random startup trials."""
-        if sampler != "tpe":
-            for k in TPE_OPTIONS:
-                if k in search:
-                    raise self.err(f"search.{k}", 'only applies with sampler = "tpe"')
-            return {}
-        multivariate = self._bool(search, "search.multivariate", True)
-        group = self._bool(search, "search.group", multivariate and any(p.when for p in space))
-        if group and not multivariate:
-            raise self.err("search.group", "needs multivariate = true (Optuna's TPESampler rule)")
-        return {"multivariate": multivariate, "group": group,
-                "constant_liar": self._bool(search, "search.constant_liar", True),
-                "n_startup_trials": self._int(search, "search.n_startup_trials", 10, minimum=0)}
-
-    def _warm_start(self, search: Mapping[str, Any], sampler: str, space: Sequence[Param]) -> tuple[dict[str, Any], ...]:
-        """[search] start_from (best.toml files: their values of this study's searched parameters) and
-        points_to_evaluate (tables of parameter values), in that order."""
-        files = search.get("start_from", [])
-        points = search.get("points_to_evaluate", [])
-        if (files or points) and sampler == "grid":
-            key = "search.start_from" if files else "search.points_to_evaluate"
-            raise self.err(key, "the grid sampler runs every configuration already; use tpe or random to start from these")
-        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-            raise self.err("search.start_from", f"must be a list of best.toml paths, got {files!r}")
-        if not isinstance(points, list) or not all(isinstance(pt, dict) for pt in points):
-            raise self.err("search.points_to_evaluate", f"must be a list of tables ({{ name = value, ... }}), got {points!r}")
-        searched = [p for p in space if p.kind != "fixed"]
-        out: list[dict[str, Any]] = []
-        for f in files:
-            out.append(self._point_from_file(f, searched))
-        for i, pt in enumerate(points):
-            key = f"search.points_to_evaluate[{i}]"
-            names = {p.name: p for p in searched}
-            point: dict[str, Any] = {}
-            for name, v in pt.items():
-                p = names.get(name)
-                if p is None:
-                    raise self.err(key, f"{name!r} is not a searched [space] parameter{_hint(name, names)}")
-                if not p.can_take(v):
-                    raise self.err(key, f"{name} = {v!r} is not a value of space.{name}")
-                point[name] = v
-            out.append(_active(point, searched))
-        return tuple(out)
-
-    def _point_from_file(self, f: str, searched: Sequence[Param]) -> dict[str, Any]:
-        # A relative path is from the current directory, where results/ is (as --storage).
-        path = Path(f).expanduser().resolve()
-        try:
-            config = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise self.err("search.start_from", f"{f}: cannot read it ({e.strerror or e}); a relative path is "
-                                                f"from the current directory, e.g. results/kl/best.toml") from None
-        except tomllib.TOMLDecodeError as e:
-            raise self.err("search.start_from", f"{f}: not TOML ({e})") from None
-        point: dict[str, Any] = {}
-        for p in searched:
-            v = config.get(p.section, {}).get(p.name) if isinstance(config.get(p.section), dict) else None
-            if v is not None and p.can_take(v):  # a value outside this study's range: Optuna samples it
-                point[p.name] = v
-            elif v is not None:
-                log.warning("%s: start_from %s: %s = %r is outside space.%s; sampled instead", self.src, f, p.name, v, p.name)
-        return _active(point, searched)
-
-    # the fixed [data], [model] and [train] tables
-
-    def _fixed(self, raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        fixed = {section: dict(raw.get(section, {})) for section in SECTIONS}
-        data = fixed["data"]
-        for key in ("root", "cache_dir"):
-            if key in data:
-                if not isinstance(data[key], str) or not data[key]:
-                    raise self.err(f"data.{key}", f"must be a path string, got {_typename(data[key])} {data[key]!r}")
-                # Trials run with the trial dir as working dir: resolve against the study file now.
-                p = Path(data[key]).expanduser()
-                data[key] = str(p if p.is_absolute() else (self.path.parent / p).resolve())
-        try:
-            Config.from_dict(fixed)
-        except ConfigError as e:
-            raise self.err(e.key, e.reason) from None
-        return fixed
-
-    def _seeds(self, study: Mapping[str, Any], fixed: dict[str, dict[str, Any]]) -> tuple[int, ...]:
-        if "seeds" not in study:
-            seed = fixed["train"].get("seed", 0)
-            return (int(seed),)
-        if "seed" in fixed["train"]:
-            raise self.err("train.seed", "conflicts with study.seeds; list every seed in study.seeds")
-        seeds = study["seeds"]
-        if not isinstance(seeds, list) or not seeds:
-            raise self.err("study.seeds", f"must be a non-empty list of integers, got {seeds!r}")
-        for s in seeds:
-            if isinstance(s, bool) or not isinstance(s, int):
-                raise self.err("study.seeds", f"must be a list of integers, got {_typename(s)} {s!r}")
-        if len(set(seeds)) != len(seeds):
-            raise self.err("study.seeds", f"must not repeat a seed, got {seeds}")
-        return tuple(seeds)
-
-    def _build(self, fixed: dict[str, dict[str, Any]], seed: int) -> Config:
-        tables = {s: dict(t) for s, t in fixed.items()}
-        tables["train"]["seed"] = seed
-        try:
-            return Config.from_dict(tables)
-        except ConfigError as e:
-            raise self.err(e.key, e.reason) from None
-
-    # [space]
-
-    def _space(self, table: Mapping[str, Any], fixed: dict[str, dict[str, Any]]) -> tuple[Param, ...]:
-        params: dict[str, Param] = {}
-        for name, entry in table.items():
-            params[name] = self._param(name, entry, fixed)
-        for p in params.values():
-            self._check_when(p, params)
-        return tuple(self._ordered(params))
-
-    def _param(self, name: str, entry: Any, fixed: dict[str, dict[str, Any]]) -> Param:
-        key = f"space.{name}"
-        if name in _UNSEARCHABLE:
-            raise self.err(key, _UNSEARCHABLE[name])
-        section = FIELD_SECTION.get(name)
-        if section is None:
-            raise self.err(key, f"unknown parameter{_hint(name, FIELD_SECTION)}; [space] entries are "
-                                "fields of [train], [model] or [data]")
-        if not isinstance(entry, dict):
-            raise self.err(key, "must be a table: { low = ..., high = ... }, { choices = [...] } or { value = ... }, "
-                                f"got {_typename(entry)} {entry!r}")
-        self._keys(entry, PARAM_KEYS, f"{key}.")
-        forms = [f for f, present in (("low/high", "low" in entry or "high" in entry),
-                                      ("choices", "choices" in entry), ("value", "value" in entry)) if present]
-        if len(forms) != 1:
-            raise self.err(key, "give exactly one of low/high (a range), choices or value"
-                                + (f", got {' and '.join(forms)}" if forms else ""))
-        if forms[0] != "low/high":
-            for k in ("log", "step", "type"):
-                if k in entry:
-                    raise self.err(f"{key}.{k}", "only applies to a range (low/high)")
-        when = self._when(key, entry.get("when"))
-        if name in fixed[section] and when is None:
-            raise self.err(key, f"searched here and also fixed in [{section}] ({section}.{name}); remove one "
-                                f"(a [{section}] value is only allowed as the fallback of a conditional, `when`, parameter)")
-        hint = field_types(SECTIONS[section])[name]
-        context = fixed[section]
-        if forms[0] == "low/high":
-            return self._range(key, name, section, entry, hint, context, when)
-        if forms[0] == "choices":
-            choices = entry["choices"]
-            if not isinstance(choices, list):
-                raise self.err(f"{key}.choices", f"must be a list, got {_typename(choices)} {choices!r}")
-            if not choices:
-                raise self.err(f"{key}.choices", "must not be empty")
-            for i, c in enumerate(choices):
-                if isinstance(c, (list, dict)):
-                    raise self.err(f"{key}.choices", f"choices must be strings, numbers or booleans, got {c!r} "
-                                                     "(a list can only be fixed: { value = [...] })")
-                if any(_same(c, d) for d in choices[:i]):
-                    raise self.err(f"{key}.choices", f"repeats {c!r}")
-                self._check_value(f"{key}.choices", section, name, c, context)
-            return Param(name, "categorical", choices=tuple(choices), when=when, section=section)
-        value = entry["value"]
-        if isinstance(value, dict):
-            raise self.err(f"{key}.value", f"must be a plain value, got a table {value!r}")
-        self._check_value(f"{key}.value", section, name, value, context)
-        return Param(name, "fixed", value=value, when=when, section=section)
-
-    def _range(self, key: str, name: str, section: str, entry: Mapping[str, Any], hint: Any,
-               context: Mapping[str, Any], when: dict[str, tuple[Any, ...]] | None) -> Param:
-        for k in ("low", "high"):
-            if k not in entry:
-                raise self.err(key, f"a range needs both low and high; {k} is missing")
-            v = entry[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise self.err(f"{key}.{k}", f"must be a finite number, got {_typename(v)} {v!r}")
-        low, high = entry["low"], entry["high"]
-        log_ = entry.get("log", False)
-        if not isinstance(log_, bool):
-            raise self.err(f"{key}.log", f"must be true or false, got {_typename(log_)} {log_!r}")
-        step = entry.get("step")
-        if step is not None:
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
-                raise self.err(f"{key}.step", f"must be a number > 0, got {step!r}")
-            if log_:
-                raise self.err(f"{key}.step", "cannot be combined with log = true")
-        all_ints = all(isinstance(v, int) for v in (low, high, step) if v is not None)
-        kind = entry.get("type", "int" if all_ints else "float")
-        if kind not in ("float", "int"):
-            raise self.err(f"{key}.type", f"must be 'float' or 'int', got {kind!r}")
-        numeric = plain_type(hint)
-        if numeric not in (int, float):
-            raise self.err(key, f"{name} is not a number; search it with choices = [...]")
-        if numeric is int and kind == "float":
-            raise self.err(key, f"{name} is an integer; give integer low/high/step (or type = \"int\")")
-        if kind == "int":
-            for k, v in (("low", low), ("high", high), ("step", step)):
-                if v is not None and not float(v).is_integer():
-                    raise self.err(f"{key}.{k}", f"must be an integer for an int range, got {v!r}")
-            low, high = int(low), int(high)
-            step = int(step) if step is not None else None
-        else:
-            low, high = float(low), float(high)
-            step = float(step) if step is not None else None
-        if low >= high:
-            raise self.err(key, f"low must be < high, got low = {low}, high = {high}")
-        if log_ and low <= 0:
-            raise self.err(f"{key}.low", f"must be > 0 for a log range, got {low}")
-        if step is not None and not _on_step(low, high, step):
-            raise self.err(f"{key}.step", f"high - low must be a multiple of step, got low = {low}, high = {high}, "
-                                          f"step = {step}")
-        self._check_value(f"{key}.low", section, name, low, context)
-        self._check_value(f"{key}.high", section, name, high, context)
-        return Param(name, kind, low=low, high=high, log=log_, step=step, when=when, section=section)
-
-    def _check_value(self, key: str, section: str, name: str, value: Any, context: Mapping[str, Any]) -> None:
-        # The config dataclasses own the range rules; build one with this value to reuse them.
-        try:
-            build_section(SECTIONS[section], {**context, name: value})
-        except ConfigError as e:
-            raise self.err(key, e.reason if e.key == name else f"{e.key}: {e.reason}") from None
-
-    def _when(self, key: str, when: Any) -> dict[str, tuple[Any, ...]] | None:
-        if when is None:
-            return None
-        if not isinstance(when, dict) or not when:
-            raise self.err(f"{key}.when", f"must be a table like {{ kl_anneal_type = \"Cyclical\" }}, got {when!r}")
-        out: dict[str, tuple[Any, ...]] = {}
-        for dep, allowed in when.items():
-            values = allowed if isinstance(allowed, list) else [allowed]
-            if not values:
-                raise self.err(f"{key}.when.{dep}", "must name at least one value")
-            for v in values:
-                if isinstance(v, (list, dict)):
-                    raise self.err(f"{key}.when.{dep}", f"values must be strings, numbers or booleans, got {v!r}")
-            out[dep] = tuple(values)
-        return out
-
-    def _check_when(self, p: Param, params: Mapping[str, Param]) -> None:
-        for dep, allowed in (p.when or {}).items():
-            key = f"space.{p.name}.when.{dep}"
-            if dep == p.name:
-                raise self.err(key, "a parameter cannot depend on itself")
-            q = params.get(dep)
-            if q is None:
-                if dep in FIELD_SECTION:
-                    raise self.err(key, f"{dep!r} is not a [space] parameter; add [space.{dep}] or drop the condition")
-                raise self.err(key, f"unknown [space] parameter {dep!r}{_hint(dep, list(params))}")
-            for v in allowed:
-                if not q.can_take(v):
-                    raise self.err(key, f"{dep} never takes the value {v!r}{_values_hint(q, v)}")
-
-    def _ordered(self, params: dict[str, Param]) -> list[Param]:
-        # Topological order, otherwise file order: a `when` can only be evaluated after its parameter.
-        done: list[Param] = []
-        placed: set[str] = set()
-        pending = list(params.values())
-        while pending:
-            ready = [p for p in pending if all(d in placed for d in (p.when or {}))]
-            if not ready:
-                p = pending[0]
-                raise self.err(f"space.{p.name}.when", "circular conditions between "
-                                                       + ", ".join(q.name for q in pending))
-            done.append(ready[0])
-            placed.add(ready[0].name)
-            pending.remove(ready[0])
-        return done
-
-    def _check_combinations(self, spec: StudySpec) -> None:
-        # Cross-field rules (e.g. F_dim + L_dim + N_dim divisible by 4) need whole configs: try every
-        # combination of choices and range ends, or each parameter alone if there are too many.
-        candidates = {p.name: _candidates(p) for p in spec.space}
-        if _count_points(spec.space, candidates, cap=_MAX_COMBOS) <= _MAX_COMBOS:
-            points = _enumerate_points(spec.space, candidates)
-        else:
-            points = [{p.name: v} for p in spec.space for v in candidates[p.name]]
-        names = {p.name for p in spec.space}
-        for point in points:
-            try:
-                spec.config_for(point)
-            except ConfigError as e:
-                field = e.key.rsplit(".", 1)[-1]
-                key = f"space.{field}" if field in names else e.key
-                shown = ", ".join(f"{k} = {v!r}" for k, v in point.items() if spec.param(k).kind != "fixed")
-                raise self.err(key, f"{e.reason} (when sampled with {shown})" if shown else e.reason) from None
+# --- building ------------------------------------------------------------------------------------
 
 
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def _hint(key: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _values_hint(q: Param, v: Any) -> str:
-    if q.kind == "categorical":
-        if isinstance(v, str):
-            h = _hint(v, [c for c in q.choices if isinstance(c, str)])
-            if h:
-                return h
-        return f"; its choices are {', '.join(map(repr, q.choices))}"
-    if q.kind == "fixed":
-        return f"; it is fixed to {q.value!r}"
-    return f"; it ranges over [{q.low}, {q.high}]" + (f" in steps of {q.step}" if q.step else "")
-
-
-def _typename(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "list",
-            dict: "table"}.get(type(v), type(v).__name__)
-
-
-def _same(a: Any, b: Any) -> bool:
-    # true == 1 in Python; a TOML boolean and a number are different values here.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    return type(a) is type(b) and a == b
-
-
-def _on_step(low: float, v: float, step: float) -> bool:
-    # Decimal on the shortest repr, so 0.0 .. 1.0 in steps of 0.1 is exact.
+def _spec(path: Path, text: str | None) -> StudySpec:
+    file = None
     try:
-        return (Decimal(str(v)) - Decimal(str(low))) % Decimal(str(step)) == 0
-    except InvalidOperation:  # pragma: no cover
-        return False
+        file = read_config_file(path, text, rebase=PATH_KEYS)
+        return build_spec(file)
+    except StudyError:
+        raise
+    except ConfigError as e:
+        source = e.source or (file.source_of(e.key) if file is not None else path)
+        raise StudyError(source, e.key, e.reason) from None
 
 
-def plain_type(hint: Any) -> Any:
-    """A config field's type hint without its `| None` (None for a union of several types)."""
-    if get_origin(hint) in (Union, types.UnionType):
-        args = [a for a in get_args(hint) if a is not type(None)]
-        return plain_type(args[0]) if len(args) == 1 else None
-    return hint
+def build_spec(file: ConfigFile) -> StudySpec:
+    """The StudySpec of a read study file; a problem raises ConfigError on its dotted key."""
+    raw = file.tables
+    check_tables(raw, TABLES)
+    given_study, given_search = raw.get("study", {}), raw.get("search", {})
+    search_keys, tpe_keys = _split("search", given_search, SearchTable, TPEOptions)
+    search = build_table("search", SearchTable, search_keys)
+    tpe = build_table("search", TPEOptions, tpe_keys)
+    check_applies(search, given_search)
+    defaults = {"name": file.path.stem, **({"num_samples": 1} if search.sampler == "grid" else {})}
+    study = build_table("study", StudyTable, {**defaults, **given_study})
+    check_name(study, given_study)
+    check_metric(study)
+    fixed = _fixed(raw, file.path)
+    check_seeds(study, fixed)
+    space = parse_space(raw.get("space", {}), fixed)
+    check_devices(fixed, space, study.gpus_per_trial)
+    if tpe.group is None:
+        tpe = replace(tpe, group=tpe.multivariate and any(p.when for p in space))
+    check_warm_start_sampler(search)
+    warm_start = _warm_start(search, space, file.path)
+    check_warm_start_fits(search, study, warm_start)
+    check_grid_finite(search, space)
+    tables = {**_values(study, StudyTable), **_values(search, SearchTable), **_values(tpe, TPEOptions)}
+    spec = StudySpec(**{**tables, "seeds": seeds_of(study, fixed["train"])}, path=file.path.resolve(), fixed=fixed,
+                     space=space, raw_text=resolved_text(file), warm_start=warm_start)
+    check_grid_size(spec)
+    check_combinations(space, spec.config_for)
+    check_grace_period(spec)
+    if spec.scheduler == "asha" and len(spec.seeds) > 1:
+        log.warning("%s: ASHA with %d seeds: seeds of one configuration may be stopped at different "
+                    "epochs, and the searcher sees the mean of their scores", file.path, len(spec.seeds))
+    return spec
 
 
-def _candidates(p: Param) -> tuple[Any, ...]:
-    values = p.grid_values()
-    if values is not None and len(values) <= 8:
-        return values
-    return (p.low, p.high)
+def _split(name: str, table: Mapping[str, Any], *klasses: type) -> list[dict[str, Any]]:
+    # One file table holding the fields of several dataclasses ([search]: SearchTable and TPEOptions).
+    try:
+        check_keys(table, _names(*klasses))
+    except ConfigError as e:
+        raise ConfigError(f"{name}.{e.key}", e.reason) from None
+    return [{k: v for k, v in table.items() if k in _names(klass)} for klass in klasses]
 
 
-def _active(point: Mapping[str, Any], space: Sequence[Param]) -> dict[str, Any]:
-    """The values of `point` whose parameter is active given the others (a `when` that fails drops it)."""
-    out: dict[str, Any] = {}
-    for p in space:  # dependency order
-        if p.name in point and p.active(out):
-            out[p.name] = point[p.name]
-    return out
+def _fixed(raw: Mapping[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    fixed = {section: dict(raw.get(section, {})) for section in SECTIONS}
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        value = fixed[section].get(key)
+        if value == "":
+            raise ConfigError(dotted, "must be a path, got ''")
+        if isinstance(value, str):
+            p = Path(value).expanduser()
+            fixed[section][key] = str(p if p.is_absolute() else (path.parent / p).resolve())
+    Config.from_dict(fixed)
+    return fixed
 
 
-def _count_points(params: Sequence[Param], values: Mapping[str, Sequence[Any]], cap: int = MAX_GRID) -> int:
-    # Stops early past `cap`, so a huge space costs no more than cap points.
-    n = 0
-    for _ in _iter_points(params, values, 0, {}):
-        n += 1
-        if n > cap:
-            break
-    return n
+def _warm_start(search: SearchTable, space: Sequence[Param], src: Path) -> tuple[dict[str, Any], ...]:
+    """[search] start_from (best.toml files: their values of this study's searched parameters) and
+    points_to_evaluate (tables of parameter values), in that order."""
+    searched = [p for p in space if p.kind != "fixed"]
+    out = [_point_from_file(f, searched, src) for f in search.start_from]
+    names = {p.name: p for p in searched}
+    for i, pt in enumerate(search.points_to_evaluate):
+        key = f"search.points_to_evaluate[{i}]"
+        for name, v in pt.items():
+            p = names.get(name)
+            if p is None:
+                raise ConfigError(key, f"{name!r} is not a searched [space] parameter{did_you_mean(name, names)}")
+            if not p.can_take(v):
+                raise ConfigError(key, f"{name} = {v!r} is not a value of space.{name}")
+        out.append(active_values(pt, searched))
+    return tuple(out)
 
 
-def _enumerate_points(params: Sequence[Param], values: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    return [dict(p) for p in _iter_points(params, values, 0, {})]
+def _point_from_file(f: str, searched: Sequence[Param], src: Path) -> dict[str, Any]:
+    # A relative path is from the current directory, where results/ is (as --storage).
+    path = Path(f).expanduser().resolve()
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError("search.start_from", f"{f}: cannot read it ({e.strerror or e}); a relative path is "
+                                               f"from the current directory, e.g. results/kl/best.toml") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("search.start_from", f"{f}: not TOML ({e})") from None
+    point: dict[str, Any] = {}
+    for p in searched:
+        v = config.get(p.section, {}).get(p.name) if isinstance(config.get(p.section), dict) else None
+        if v is not None and p.can_take(v):  # a value outside this study's range: Optuna samples it
+            point[p.name] = v
+        elif v is not None:
+            log.warning("%s: start_from %s: %s = %r is outside space.%s; sampled instead", src, f, p.name, v, p.name)
+    return active_values(point, searched)
 
 
-def _iter_points(params: Sequence[Param], values: Mapping[str, Sequence[Any]], i: int,
-                 point: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    # Depth-first over params in dependency order; an inactive param adds no branch.
-    if i == len(params):
-        yield point
-        return
-    p = params[i]
-    if not p.active(point):
-        yield from _iter_points(params, values, i + 1, point)
-        return
-    for v in values[p.name]:
-        yield from _iter_points(params, values, i + 1, {**point, p.name: v})
+# --- the rules that span tables (or need more than one value) ------------------------------------
 
 
-__all__ = ["CPU_METRIC", "FIELD_SECTION", "METRICS", "OBJECTIVES", "Param", "StudyError", "StudySpec", "load_spec",
-           "main_error", "parse_spec", "plain_type", "smoke_spec"]
+def check_applies(search: SearchTable, given: Collection[str]) -> None:
+    """A [search] key of a sampler or scheduler the study does not use would do nothing: refuse it."""
+    for f in (*fields(SearchTable), *fields(TPEOptions)):
+        if "only" in f.metadata and f.name in given:
+            option, value = f.metadata["only"]
+            _check(getattr(search, option) == value, f"search.{f.name}", f'only applies with {option} = "{value}"')
+
+
+def check_name(study: StudyTable, given: Collection[str]) -> None:
+    """The name is a folder under results/ (the file's name when [study] name is not set)."""
+    origin = "" if "name" in given else " (the file's name, as [study] name is not set)"
+    _check(_SAFE_NAME.fullmatch(study.name) is not None, "study.name",
+           f"must be a folder name of letters, digits, '-' and '_', got {study.name!r}{origin}")
+
+
+def check_metric(study: StudyTable) -> None:
+    """The metric is one the trials report: a typo would otherwise only surface after Ray started."""
+    _check(study.metric in METRICS, "study.metric", f"unknown metric {study.metric!r}{did_you_mean(study.metric, METRICS)}; "
+                                                    f"expected one of {', '.join(METRICS)}")
+
+
+def check_seeds(study: StudyTable, fixed: Mapping[str, Mapping[str, Any]]) -> None:
+    """Seeds come from one place: [study] seeds, or a single [train] seed."""
+    _check(study.seeds is None or "seed" not in fixed["train"], "train.seed",
+           "conflicts with study.seeds; list every seed in study.seeds")
+
+
+def check_devices(fixed: Mapping[str, Mapping[str, Any]], space: Sequence[Param], gpus_per_trial: float) -> None:
+    """A trial sees only the GPUs Ray reserved for it, renumbered from cuda:0 (CUDA_VISIBLE_DEVICES)."""
+    p = next((p for p in space if p.name == "device"), None)
+    if p is not None:
+        key, devices = f"space.device.{'value' if p.kind == 'fixed' else 'choices'}", p.grid_values() or ()
+    else:
+        key, devices = "train.device", (fixed["train"].get("device", TrainConfig.device),)
+    visible = max(1, math.ceil(gpus_per_trial))
+    for device in (str(d) for d in devices if str(d).startswith("cuda")):
+        _check(gpus_per_trial > 0, key, f"{device!r} needs study.gpus_per_trial > 0: a trial uses only the GPUs Ray "
+                                        "reserved for it (or use device = \"auto\", which then trains on the CPU)")
+        _check(int(device.partition(":")[2] or 0) < visible, key, f"{device!r}: a trial sees only the GPUs Ray reserved "
+               f"for it, as cuda:0..cuda:{visible - 1} (study.gpus_per_trial = {gpus_per_trial:g})")
+
+
+def check_warm_start_sampler(search: SearchTable) -> None:
+    """The grid runs every configuration already: a warm start is for tpe and random."""
+    if search.sampler == "grid" and (search.start_from or search.points_to_evaluate):
+        key = "search.start_from" if search.start_from else "search.points_to_evaluate"
+        raise ConfigError(key, "the grid sampler runs every configuration already; use tpe or random to start from these")
+
+
+def check_warm_start_fits(search: SearchTable, study: StudyTable, points: Sequence[Mapping[str, Any]]) -> None:
+    """Every warm-start configuration runs: there are at most num_samples of them."""
+    _check(len(points) <= study.num_samples, "search.start_from" if search.start_from else "search.points_to_evaluate",
+           f"{len(points)} warm-start configurations, more than study.num_samples = {study.num_samples}")
+
+
+def check_grid_finite(search: SearchTable, space: Sequence[Param]) -> None:
+    """The grid sampler enumerates every value: each parameter needs finitely many."""
+    for p in space:
+        _check(search.sampler != "grid" or p.kind == "fixed" or p.grid_values() is not None, f"space.{p.name}",
+               "the grid sampler needs finite values: give the float range a step, or list choices")
+
+
+def check_grid_size(spec: StudySpec) -> None:
+    """A grid of more than MAX_GRID configurations is certainly a mistake."""
+    _check(spec.sampler != "grid" or spec.grid_size() is not None, "space",
+           f"the grid has more than {MAX_GRID} configurations; narrow it or use tpe/random")
+
+
+def check_grace_period(spec: StudySpec) -> None:
+    """ASHA's grace period fits in the epochs a trial trains."""
+    if spec.scheduler == "asha":
+        _check(spec.grace_period <= spec.max_epochs, "search.grace_period",
+               f"must be <= train.epochs ({spec.max_epochs}), got {spec.grace_period}")
+
+
+__all__ = ["CPU_METRIC", "FIELD_SECTION", "METRICS", "OBJECTIVES", "Param", "SearchTable", "StudyError", "StudySpec",
+           "StudyTable", "TPEOptions", "build_spec", "load_spec", "main_error", "parse_spec", "plain_type", "resolved_text",
+           "seeds_of", "smoke_spec"]

@@ -1,12 +1,19 @@
 """study.spec: every shipped study loads; every kind of bad study file is rejected with file, key and reason."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from cvae.config import Config, ConfigError
-from study.spec import StudyError, StudySpec, load_spec, main_error
+from cvae.config import Config, ConfigError, load_config
+from study.analyze import read_study
+from study.spec import StudyError, StudySpec, load_spec, main_error, parse_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted([*(ROOT / "search_spaces").glob("*.toml"), *(ROOT / "search_spaces/lab").glob("*.toml")])
@@ -52,7 +59,11 @@ def test_there_are_shipped_studies() -> None:
 def test_shipped_study_loads_and_builds(path: Path) -> None:
     spec = load_spec(path)
     assert spec.name == (f"lab-{path.stem}" if path.parent == LAB else path.stem)  # results/lab-kl beside results/kl
-    assert spec.raw_text == path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    if "base" in tomllib.loads(text):  # the copy beside the results holds every value: it alone rebuilds the spec
+        assert "base" not in tomllib.loads(spec.raw_text) and parse_spec(spec.raw_text, path) == spec
+    else:
+        assert spec.raw_text == text
     assert spec.path == path.resolve()
     assert isinstance(spec.base_config(), Config)
     assert spec.num_trials == spec.num_configs * len(spec.seeds) >= 1
@@ -241,7 +252,7 @@ BAD: list[tuple[str, str, str, str]] = [
      "'cuda' needs study.gpus_per_trial > 0"),
     ("seeds-empty", HEAD + "seeds = []\n", "study.seeds", "non-empty"),
     ("seeds-not-list", HEAD + "seeds = 3\n", "study.seeds", "list"),
-    ("seeds-type", HEAD + 'seeds = ["a"]\n', "study.seeds", "integers"),
+    ("seeds-type", HEAD + 'seeds = ["a"]\n', "study.seeds", "must be an integer, got str 'a'"),
     ("seeds-repeat", HEAD + "seeds = [1, 1]\n", "study.seeds", "repeat"),
     ("seeds-and-train-seed", HEAD + "seeds = [1, 2]\n[train]\nseed = 1\n", "train.seed", "study.seeds"),
     ("sampler", HEAD + '[search]\nsampler = "bayes"\n', "search.sampler", "'tpe'"),
@@ -259,7 +270,7 @@ BAD: list[tuple[str, str, str, str]] = [
     ("train-range", HEAD + "[train]\ntfr = 1.5\n", "train.tfr", "[0, 1]"),
     ("train-kl-type", HEAD + '[train]\nkl_anneal_type = "Linear"\n', "train.kl_anneal_type", "'Cyclical'"),
     ("model-range", HEAD + "[model]\nF_dim = 12\n", "model.F_dim", "multiple of 8"),
-    ("data-root-type", HEAD + "[data]\nroot = 5\n", "data.root", "path"),
+    ("data-root-type", HEAD + "[data]\nroot = 5\n", "data.root", "must be a string, got int 5"),
     ("space-typo", HEAD + "[space.kl_anneal_cylce]\nchoices = [1, 2]\n", "space.kl_anneal_cylce",
      "did you mean 'kl_anneal_cycle'"),
     ("space-not-table", HEAD + "[space]\ntfr = 0.5\n", "space.tfr", "must be a table"),
@@ -362,3 +373,93 @@ def test_study_file_runs_no_code(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     assert_error(write(tmp_path, HEAD + f"seed = __import__('pathlib').Path('{marker}').touch()\n"), "-", "not valid TOML")
     assert not marker.exists()
+
+
+# --- one wording: a study file and a run config share the section builder ------------------------
+
+
+def test_a_typo_reads_the_same_in_a_study_and_in_a_run_config(tmp_path: Path) -> None:
+    study, run = write(tmp_path, HEAD + "nmae = 'x'\n"), write(tmp_path, "[train]\nepoch = 3\n", "run.toml")
+    assert str(assert_error(study, "study.nmae")) == f"{study}: study.nmae: unknown key (did you mean 'name'?)"
+    with pytest.raises(ConfigError) as e:
+        load_config(run)
+    assert str(e.value) == f"{run}: train.epoch: unknown key (did you mean 'epochs'?)"
+    # and a wrong type
+    assert assert_error(write(tmp_path, HEAD + 'seed = "0"\n'), "study.seed").reason == "must be an integer, got str '0'"
+    with pytest.raises(ConfigError, match="train.epochs: must be an integer, got str '3'$"):
+        load_config(write(tmp_path, '[train]\nepochs = "3"\n', "run.toml"))
+
+
+def test_results_copy_is_read_leniently_with_the_same_defaults(tmp_path: Path) -> None:
+    """A results folder's study.toml from another version: what this one refuses is left out and the
+    tables' defaults apply (read_study builds the same StudyTable; there is no second reader)."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "study.toml").write_text('[study]\nnum_samples = 2\nmode = "maximize"\nfrom_the_future = 1\n'
+                                                 'metric = "val/lpips"\n[train]\nseed = 4\n[space.tfr]\nlow = 0.0\n'
+                                                 'high = 1.0\n[space.nope]\nchoices = [1]\n')
+    info = read_study(tmp_path / "old")
+    assert info.spec is None and (info.name, info.mode, info.objective, info.seeds) == ("old", "max", "best", (4,))
+    assert info.metric == "val/lpips"  # a metric this version does not know is still the one the study optimised
+    assert info.searched == ("tfr",)
+
+
+# --- shared values by reference: base = "<file>" -------------------------------------------------
+
+def test_base_merges_table_by_table_and_the_file_wins(tmp_path: Path) -> None:
+    write(tmp_path, '[model]\nF_dim = 16\nL_dim = 4\n[train]\nepochs = 5\nlr = 0.01\n[space.tfr]\nlow = 0.0\n'
+                    'high = 1.0\n[space.tfr_sde]\nchoices = [1, 2]\n', "base.toml")
+    spec = load_spec(write(tmp_path, 'base = "base.toml"\n' + HEAD + '[train]\nepochs = 3\n[space.tfr]\nchoices = [0.0, 1.0]\n'))
+    cfg = spec.base_config()
+    assert (cfg.model.F_dim, cfg.model.L_dim, cfg.train.epochs, cfg.train.lr) == (16, 4, 3, 0.01)
+    assert spec.param("tfr").choices == (0.0, 1.0) and spec.param("tfr").low is None  # an entry is replaced whole
+    assert spec.param("tfr_sde").choices == (1, 2)
+
+
+def test_the_saved_study_is_the_resolved_one(tmp_path: Path) -> None:
+    write(tmp_path, '[model]\nF_dim = 16\nL_dim = 4\n', "base.toml")
+    spec = load_spec(write(tmp_path, 'base = "base.toml"\n' + HEAD))
+    first, *_ = spec.raw_text.splitlines()
+    assert first.startswith("#") and "base.toml" in first
+    raw = tomllib.loads(spec.raw_text)
+    assert "base" not in raw and raw["model"] == {"F_dim": 16, "L_dim": 4} and raw["study"]["name"] == "t"
+    (tmp_path / "results").mkdir()
+    copy = write(tmp_path / "results", spec.raw_text, "study.toml")
+    (tmp_path / "base.toml").unlink()  # a result outlives the files it came from
+    assert load_spec(copy).base_config() == spec.base_config()
+
+
+def test_a_chain_of_bases_and_paths_relative_to_the_file_that_writes_them(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "data")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "studies").mkdir()
+    write(tmp_path, '[data]\nroot = "../data"\n[train]\nepochs = 4\nlr = 0.01\n', "shared/lab.toml")
+    write(tmp_path, 'base = "lab.toml"\n[train]\nepochs = 5\n', "shared/mid.toml")
+    spec = load_spec(write(tmp_path, 'base = "../shared/mid.toml"\n' + HEAD, "studies/s.toml"))
+    cfg = spec.base_config()
+    assert cfg.data.root == str((tmp_path / "data").resolve()) and (cfg.train.epochs, cfg.train.lr) == (5, 0.01)
+    assert "../shared/mid.toml, ../shared/lab.toml" in spec.raw_text.splitlines()[0]
+
+
+def test_a_missing_base_a_cycle_or_a_bad_value_names_the_file_and_key(tmp_path: Path) -> None:
+    assert_error(write(tmp_path, 'base = "nope.toml"\n' + HEAD), "base", "'nope.toml': no such file")
+    assert_error(write(tmp_path, "base = 3\n" + HEAD), "base", "must be a string, got int 3")
+    write(tmp_path, 'base = "b.toml"\n' + HEAD, "a.toml")
+    b = write(tmp_path, 'base = "a.toml"\n', "b.toml")
+    for load in (load_spec, load_config):
+        with pytest.raises(ConfigError) as e:
+            load(tmp_path / "a.toml")
+        assert (e.value.source, e.value.key) == (str(b), "base") and "cycle of bases: a.toml -> b.toml -> a.toml" in e.value.reason
+    # a bad value names the file that wrote it
+    bad = write(tmp_path, "[train]\ntfr = 3.0\n", "bad.toml")
+    with pytest.raises(StudyError) as se:
+        load_spec(write(tmp_path, 'base = "bad.toml"\n' + HEAD))
+    assert str(se.value) == f"{bad}: train.tfr: must be in [0, 1], got 3.0"
+    with pytest.raises(ConfigError, match=f"^{bad}: train.tfr: must be in"):
+        load_config(write(tmp_path, 'base = "bad.toml"\n[model]\nF_dim = 16\n', "run.toml"))
+
+
+def test_a_run_config_takes_a_base_too(tmp_path: Path) -> None:
+    write(tmp_path, "[model]\nF_dim = 16\n[train]\nepochs = 4\nlr = 0.01\n", "cpu.toml")
+    cfg = load_config(write(tmp_path, 'base = "cpu.toml"\n[train]\nepochs = 2\n', "run.toml"))
+    assert (cfg.model.F_dim, cfg.train.epochs, cfg.train.lr) == (16, 2, 0.01)
+
