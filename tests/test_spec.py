@@ -405,6 +405,9 @@ def test_results_copy_is_read_leniently_with_the_same_defaults(tmp_path: Path) -
 
 # --- shared values by reference: base = "<file>" -------------------------------------------------
 
+CPU = ROOT / "configs" / "cpu.toml"
+
+
 def test_base_merges_table_by_table_and_the_file_wins(tmp_path: Path) -> None:
     write(tmp_path, '[model]\nF_dim = 16\nL_dim = 4\n[train]\nepochs = 5\nlr = 0.01\n[space.tfr]\nlow = 0.0\n'
                     'high = 1.0\n[space.tfr_sde]\nchoices = [1, 2]\n', "base.toml")
@@ -463,3 +466,16 @@ def test_a_run_config_takes_a_base_too(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, 'base = "cpu.toml"\n[train]\nepochs = 2\n', "run.toml"))
     assert (cfg.model.F_dim, cfg.train.epochs, cfg.train.lr) == (16, 2, 0.01)
 
+
+def test_the_cpu_size_is_written_once() -> None:
+    cpu = load_config(CPU)
+    demo = load_config(ROOT / "configs" / "demo.toml")
+    assert (demo.model, demo.data, demo.train.epochs, demo.train.lr, demo.train.milestones) == \
+        (cpu.model, cpu.data, cpu.train.epochs, cpu.train.lr, cpu.train.milestones)
+    for name in ("kl", "tfr", "fast_train", "joint"):
+        path = ROOT / "search_spaces" / f"{name}.toml"
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        assert raw["base"] == "../configs/cpu.toml" and "model" not in raw and "data" not in raw, name
+        cfg = load_spec(path).base_config()
+        assert (cfg.model, cfg.data, cfg.train.lr, cfg.train.milestones) == \
+            (cpu.model, cpu.data, cpu.train.lr, cpu.train.milestones), name
