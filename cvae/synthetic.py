@@ -33,9 +33,10 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from filelock import FileLock
@@ -449,6 +450,17 @@ def _write_video(pairs: Iterable[tuple[Image.Image, Image.Image]], first: int, i
         _save(label, label_dir / name)
 
 
+def _link_tree(src: Path, dst: Path) -> None:
+    # A copy of src's files as hard links (no time, no disk), or plain copies across file systems.
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copyfile(a, b)
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
 def _write_test_split(tmp: Path, style: str, seed: int, sequences: int) -> None:
     # test/test_img/<i>/frame0.png, test/test_label/<i>/frame0..629.png, test/test_gt/<i>/frame0..629.png
     h, w = TEST_SIZE
@@ -462,12 +474,14 @@ def _write_test_split(tmp: Path, style: str, seed: int, sequences: int) -> None:
 
 def write_dataset(out: str | Path, seed: int = 0, train_videos: int = 8, train_frames: int = 128,
                   val_frames: int = 630, frame_H: int = 32, frame_W: int = 64, dancers: int = 0,
-                  style: str = "bold", test_sequences: int = DataConfig.synthetic_test_sequences) -> Path:
+                  style: str = "bold", test_sequences: int = DataConfig.synthetic_test_sequences,
+                  test_from: Path | None = None) -> Path:
     """Write a synthetic dataset in the lab layout under `out` and return `out`.
 
     Train frames are numbered 0..train_videos*train_frames-1, video after video; the validation
     split is one further video of `val_frames` frames; the test split has `test_sequences`
-    sequences of 630 frames at 32x64 (see the module's docstring). dancers: see `video_params`.
+    sequences of 630 frames at 32x64 (see the module's docstring), or is `test_from` (a test/ folder
+    written for the same style, seed and count) linked in. dancers: see `video_params`.
     Everything is written into a temporary folder beside `out` and renamed at the end, so `out` is
     either absent or complete. Raises FileExistsError if `out` exists and is not empty.
     """
@@ -495,7 +509,10 @@ def write_dataset(out: str | Path, seed: int = 0, train_videos: int = 8, train_f
             _write_video(video_frames(style, seed, v, frame_H, frame_W, train_frames, dancers),
                          v * train_frames, dirs["train", "img"], dirs["train", "label"])
         _write_video(video_frames(style, seed, "val", frame_H, frame_W, val_frames), 0, dirs["val", "img"], dirs["val", "label"])
-        _write_test_split(tmp, style, seed, test_sequences)
+        if test_from is not None and test_sequences:
+            _link_tree(test_from, tmp / "test")
+        else:
+            _write_test_split(tmp, style, seed, test_sequences)
         if out.is_dir():
             out.rmdir()  # empty (checked above); rename cannot replace a directory on every OS
         os.rename(tmp, out)
@@ -534,13 +551,9 @@ def dataset_dir(cfg: DataConfig) -> Path:
     return cache_root(cfg) / f"{kind}-s{spec['seed']}-{spec['frame_H']}x{spec['frame_W']}-{digest}"
 
 
-def ensure_dataset(cfg: DataConfig) -> Path:
-    """Return the root of the synthetic dataset for `cfg`, generating it on first use.
-
-    Safe to call from several processes at once: one generates under a file lock, the others
-    wait and then reuse it. A dataset counts as complete only once its marker file exists.
-    """
-    out = dataset_dir(cfg)
+def _ensure(out: Path, write: Callable[[Path], object], record: dict[str, Any]) -> Path:
+    # `out`, made by write(out) on first use under a file lock; complete once its marker (holding
+    # `record`) exists, so a crash's leftovers are removed and redone.
     marker = out / MARKER
     if marker.is_file():
         return out
@@ -554,13 +567,37 @@ def ensure_dataset(cfg: DataConfig) -> Path:
         if out.exists():
             log.warning("removing incomplete synthetic dataset %s (no %s)", out, MARKER)
             shutil.rmtree(out)
-        spec = _spec(cfg)
-        log.info("generating synthetic dataset into %s", out)
-        write_dataset(out, **spec)  # type: ignore[arg-type]
+        log.info("generating synthetic data into %s", out)
+        write(out)
         tmp_marker = out / f".{MARKER}.tmp"
-        tmp_marker.write_text(json.dumps({"format": FORMAT_VERSION, **spec}, sort_keys=True, indent=1) + "\n")
+        tmp_marker.write_text(json.dumps({"format": FORMAT_VERSION, **record}, sort_keys=True, indent=1) + "\n")
         os.replace(tmp_marker, marker)  # last, and atomic
     return out
+
+
+def _shared_test_split(cfg: DataConfig) -> Path:
+    # The test split depends on the style, the seed and the count only (it is always 32x64): made once
+    # in the cache and linked into every dataset that has it, so other sizes cost no time or disk.
+    key = {"style": cfg.synthetic_style, "seed": cfg.synthetic_seed, "test_sequences": cfg.synthetic_test_sequences}
+    digest = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **key}, sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_root(cfg) / f"test-{cfg.synthetic_style}-s{cfg.synthetic_seed}-n{cfg.synthetic_test_sequences}-{digest}"
+
+    def write(d: Path) -> None:
+        d.mkdir(parents=True)
+        _write_test_split(d, cfg.synthetic_style, cfg.synthetic_seed, cfg.synthetic_test_sequences)
+
+    return _ensure(out, write, key)
+
+
+def ensure_dataset(cfg: DataConfig) -> Path:
+    """Return the root of the synthetic dataset for `cfg`, generating it on first use.
+
+    Safe to call from several processes at once: one generates under a file lock, the others
+    wait and then reuse it. A dataset counts as complete only once its marker file exists.
+    """
+    spec = _spec(cfg)
+    test_from = _shared_test_split(cfg) / "test" if cfg.synthetic_test_sequences else None
+    return _ensure(dataset_dir(cfg), lambda out: write_dataset(out, **spec, test_from=test_from), spec)  # type: ignore[arg-type]
 
 
 def frame_size(text: str) -> tuple[int, int]:

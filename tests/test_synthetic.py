@@ -376,3 +376,12 @@ def test_the_lab_person_is_one_person_in_one_studio() -> None:
     assert np.abs(a[:, corner[0], corner[1]].mean((0, 1, 2)) - b[:, corner[0], corner[1]].mean((0, 1, 2))).max() < 1.0
     homes = {float(np.median(synthetic_lab.joints(0, v, 32, 64, 2)[0, :, 0])) for v in range(4)}
     assert max(homes) - min(homes) > 8  # ... standing at different places across the width
+
+
+def test_datasets_of_other_sizes_share_one_test_split(tmp_path: Path) -> None:
+    a = synthetic.ensure_dataset(small_cfg(tmp_path, synthetic_test_sequences=1))
+    b = synthetic.ensure_dataset(small_cfg(tmp_path, synthetic_test_sequences=1, frame_H=16, frame_W=32))
+    f = Path("test/test_label/0/frame629.png")
+    assert a != b and (a / f).read_bytes() == (b / f).read_bytes()
+    assert os.path.samefile(a / f, b / f)  # linked from the cache's one copy, not written twice
+    assert len(list((b / "test" / "test_gt" / "0").iterdir())) == 630
