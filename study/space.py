@@ -29,13 +29,14 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study._compat import searcher_study
+from study.keys import SEED
 from study.ranking import finite, trial_objective
 from study.params import Param
 from study.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
-SEED_KEY = "seed"  # the config key SeedRepeater sets; StudySpec.config_for maps it to train.seed
+SEED_KEY = SEED  # (study.keys)
 
 
 class DefineByRun:

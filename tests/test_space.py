@@ -228,7 +228,7 @@ def test_seed_repeater_repeats_and_tells_the_mean(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("objective", "score"), [("best", (25.0 + 23.0) / 2), ("last", (19.0 + 23.0) / 2)])
 def test_seed_repeater_tells_the_objective_and_the_curves(tmp_path: Path, objective: str, score: float) -> None:
-    """Optuna gets the score study.analyze.ranking ranks by, and the per-epoch means as intermediate values."""
+    """Optuna gets the score study.tables.ranking ranks by, and the per-epoch means as intermediate values."""
     spec = spec_of(tmp_path, GRID, study=f'seeds = [0, 1]\nobjective = "{objective}"', search='sampler = "grid"')
     storage = optuna.storages.InMemoryStorage()
     rep = SeedRepeater(optuna_search(spec, storage), spec.seeds, spec.objective)
