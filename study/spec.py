@@ -296,7 +296,10 @@ def smoke_spec(spec: StudySpec) -> StudySpec:
     for key, value in (("start_from", files), ("points_to_evaluate", points)):
         if key in search:
             search[key] = value
-    return parse_spec(tomli_w.dumps(raw), spec.path)
+    # the leading comments (with a base, the line naming the base files) stay on the smoke study's copy
+    lines = spec.raw_text.splitlines(keepends=True)
+    head = "".join(lines[:next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))])
+    return parse_spec(head + tomli_w.dumps(raw), spec.path)
 
 
 def main_error(e: StudyError) -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from cvae.config import Config, ConfigError, load_config
 from study.analyze import read_study
-from study.spec import StudyError, StudySpec, load_spec, main_error, parse_spec
+from study.spec import StudyError, StudySpec, load_spec, main_error, parse_spec, smoke_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -429,6 +429,7 @@ def test_the_saved_study_is_the_resolved_one(tmp_path: Path) -> None:
     copy = write(tmp_path / "results", spec.raw_text, "study.toml")
     (tmp_path / "base.toml").unlink()  # a result outlives the files it came from
     assert load_spec(copy).base_config() == spec.base_config()
+    assert smoke_spec(spec).raw_text.splitlines()[0] == first  # and so does a smoke study's
 
 
 def test_a_chain_of_bases_and_paths_relative_to_the_file_that_writes_them(tmp_path: Path) -> None:
