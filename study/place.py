@@ -37,6 +37,7 @@ OPTUNA_DB = "optuna.db"  # Optuna's RDB storage (sqlite): optuna.load_study(stud
 FINISHED = "finished.json"  # written when every trial has ended: the study is complete
 BEST = "best.toml"  # the best configuration as a single-run config for `python -m cvae.train`
 REPORT = "report.html"  # study.report's page
+SUBMISSION_SCORE = "submission_score.json"  # `cvae-study predict`'s score of the best run's submission (cvae.predict's score.json)
 MANIFEST = "manifest.json"  # one record per run (start, resumes): code, packages, machine, data (study.manifest)
 DRIVER = "driver.json"  # the running driver's pid, host and heartbeat (study.driver; removed when it exits)
 TABLES_DIR = "tables"  # study.analyze's parquet tables (and the report's cached rollouts)
@@ -240,6 +241,6 @@ def existing_place(where: str) -> Place:
     return place
 
 
-__all__ = ["BEST", "DRIVER", "FINISHED", "MANIFEST", "OPTUNA_DB", "REPORT", "RESULTS_DIR", "STUDY_COPY", "TABLES_DIR", "TRIAL_ERROR",
+__all__ = ["BEST", "DRIVER", "FINISHED", "MANIFEST", "OPTUNA_DB", "REPORT", "RESULTS_DIR", "STUDY_COPY", "SUBMISSION_SCORE", "TABLES_DIR", "TRIAL_ERROR",
            "TRIAL_PARAMS", "TRIAL_RESULTS", "Place", "PlaceError", "State", "existing_place", "same_study", "state_of",
            "storage_problem", "study_place"]

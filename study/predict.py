@@ -7,13 +7,14 @@ results only (docs/ARCHITECTURE.md, contract 5), so it works for a running, inte
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from study.analyze import read_study
 from study.tables import load_tables, ranking, winner
-from study.place import PlaceError, existing_place
+from study.place import SUBMISSION_SCORE, PlaceError, existing_place
 
 
 def best_checkpoint(where: str) -> tuple[Path, str]:
@@ -36,7 +37,7 @@ def best_checkpoint(where: str) -> tuple[Path, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cvae.predict import parser, run
+    from cvae.predict import SCORE, parser, run
 
     p = parser(prog="cvae-study predict", checkpoint_required=False)
     p.description = ("Predict the lab's test split with a study's ranked best checkpoint (or --checkpoint PATH): "
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.results_dir is None) == (args.checkpoint is None):
         print("error: give a study's RESULTS_DIR or --checkpoint PATH (one of them)", file=sys.stderr)
         return 2
+    exp_dir = None
     if args.results_dir is not None:
         try:
             ckpt, line = best_checkpoint(args.results_dir)
@@ -54,7 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(line)
         args.checkpoint = str(ckpt)
-    return run(args)
+        exp_dir = ckpt.parents[1]
+    code = run(args)
+    score = Path(args.out) / SCORE
+    if code == 0 and exp_dir is not None and score.is_file():
+        # beside the study's results, so its report shows the test score next to val/psnr
+        shutil.copyfile(score, exp_dir / SUBMISSION_SCORE)
+        print(f"  the study's report shows this score beside val/psnr ({exp_dir / SUBMISSION_SCORE}; "
+              f"`cvae-study report {args.results_dir}` rebuilds it)")
+    return code
 
 
 if __name__ == "__main__":

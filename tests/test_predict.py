@@ -237,6 +237,16 @@ def test_cvae_study_predict_takes_the_ranked_best_checkpoint(one: Path, tmp_path
     assert "public  (sequence 0):" in said and "the checkpoint's val/psnr:" in said
     assert read_submission(out / "submission.csv").shape == (SEQ_FRAMES, 3 * 32 * 64)
     assert json.loads((out / "score.json").read_text())["checkpoint"] == str(best)
+    # the study keeps the score of its best run's submission, and its report shows it beside val/psnr
+    assert json.loads((exp / "submission_score.json").read_text()) == json.loads((out / "score.json").read_text())
+    from study.report import build_report
+
+    html = Path(build_report(exp)).read_text(encoding="utf-8")
+    public = json.loads((out / "score.json").read_text())["public"]
+    assert 'id="test-score"' in html and f"public {public:.2f} dB" in html and "beside its val/psnr" in html
+    record = json.loads((exp / "submission_score.json").read_text())
+    (exp / "submission_score.json").write_text(json.dumps({**record, "checkpoint": str(tmp_path / "other")}))
+    assert 'id="test-score"' not in Path(build_report(exp)).read_text(encoding="utf-8")  # another run's score
 
     assert main(["predict", "--data", str(one), "--out", str(out)]) == 2  # neither RESULTS_DIR nor --checkpoint
     assert "one of them" in capsys.readouterr().err

@@ -4,7 +4,9 @@ GPU-seconds), the verdicts (one sentence per comparison, with Welch's t-test), t
 the evidence, the ranking table and what each run ran on (study.report.provenance)."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import polars as pl
@@ -12,6 +14,7 @@ import polars as pl
 from study import evidence
 from study.tables import fmt_value, winner
 from study.report.common import Ctx, esc, floor_of, guard, html_table, note, score_text, unit_of
+from study.place import SUBMISSION_SCORE
 from study.report.provenance import provenance_section
 
 
@@ -88,7 +91,29 @@ def _best_items(ctx: Ctx) -> list[str]:
             f"{esc(score_text(best['mean'], best['sd'], best['n'], unit))} (mean ± sd over seeds of {esc(info.scored_by)})</li>",
             f"<li><b>Best run</b>: trial {esc(best['best_trial_id'])} ({esc(best['setting'])}, seed {esc(best['best_seed'])}): "
             f"{esc(info.metric)} {esc(score_text(best['best_value'], unit=unit))} at epoch {esc(best['best_epoch'])}{esc(gain)}; "
-            f"checkpoint {esc(ckpt)}</li>"]
+            f"checkpoint {esc(ckpt)}</li>", *_test_score_item(ctx, best)]
+
+
+def _test_score_item(ctx: Ctx, best: dict[str, Any]) -> list[str]:
+    """The leaderboard-style score of the best run's submission, where `cvae-study predict` left one."""
+    path = ctx.study_dir / SUBMISSION_SCORE
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(rec, dict):
+        return []
+    ckpt = best["best_checkpoint"]
+    mine = ckpt is not None and Path(str(rec.get("checkpoint", ""))).resolve() == (ctx.study_dir / ckpt).resolve()
+    if not mine or not isinstance(rec.get("public"), (int, float)):
+        return []  # the score of another checkpoint (the ranking moved on since): not this run's
+    private = rec.get("private")
+    val = rec.get("val/psnr")
+    return [f"<li id=\"test-score\"><b>Test-split score</b> of the best run's submission (PSNR, data range 255, "
+            f"frames 1..600 of each sequence): public {rec['public']:.2f} dB"
+            + (f", private {private:.2f} dB" if isinstance(private, (int, float)) else "")
+            + (f", beside its val/psnr {val:.2f} dB" if isinstance(val, (int, float)) else "")
+            + f" ({esc(str(rec.get('submission', '')))}, seed {esc(rec.get('seed'))})</li>"]
 
 
 def _floor_item(ctx: Ctx) -> str:
