@@ -26,6 +26,7 @@ from typing import Any, Collection, Literal, Mapping, Sequence, get_args
 from cvae.config import (SECTIONS, Config, ConfigError, ConfigFile, TrainConfig, build_table, check_keys, check_tables,
                          did_you_mean, field_types, read_config_file, smoke_config)
 from cvae.metrics import METRIC_NAMES
+from study.keys import CPU_S
 from study.params import FIELD_SECTION, MAX_GRID, Param, active_values, check_combinations, grid_points, parse_space, plain_type
 
 if sys.version_info >= (3, 11):
@@ -41,7 +42,7 @@ Objective = Literal["best", "last"]
 Sampler = Literal["tpe", "grid", "random"]
 Scheduler = Literal["none", "asha"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
-CPU_METRIC = "time/cpu_s"  # added by study.trainable: the trial's process CPU seconds, across restores
+CPU_METRIC = CPU_S  # added by study.trainable (study.keys)
 METRICS: tuple[str, ...] = (*METRIC_NAMES, CPU_METRIC)  # every per-epoch metric of a trial, in report order
 SMOKE_TRIALS = 2  # trials of a smoke study (smoke_spec)
 # A smoke study runs several trials at once: a tiny model too, unlike cvae's single-run smoke config.
