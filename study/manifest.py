@@ -77,6 +77,9 @@ class DatasetPrint:
     frames: dict[str, int]  # PNG files per <split>/<split>_<kind> folder, e.g. {"train/train_img": 1024}
     files_sha256: str  # sha256 over every PNG's relative path, size (bytes) and mtime (ns), in path order
     generator: dict[str, Any] | None  # the embedded data's DataConfig synthetic_* fields and format; None otherwise
+    # the validation video's statistics at the study's frame size and validation length, beside the lab's
+    # figures (cvae.stats.Row.to_json rows): whether the data resembles the lab's, measured once per run
+    statistics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -193,10 +196,29 @@ def fingerprint(cfg: DataConfig, root: Path | None = None) -> DatasetPrint:
     return DatasetPrint(str(root), cfg.synthetic, dict(sorted(frames.items())), h.hexdigest(), generator)
 
 
+def data_statistics(cfg: DataConfig) -> list[dict[str, Any]]:
+    """cvae.stats' rows of the validation video the study validates on (as loaded: its frame size and
+    validation length); [] when it cannot be loaded (the fingerprint still says which data it was)."""
+    from cvae.data import DatasetError, load_dataset
+    from cvae.stats import video_rows
+
+    try:
+        val = load_dataset(cfg).val  # memoised: the driver has just loaded it
+    except (DatasetError, OSError) as e:
+        log.warning("no dataset statistics for the manifest: %s", e)
+        return []
+    return [row.to_json() for row in video_rows(val.img, val.label, (cfg.frame_H, cfg.frame_W), [len(val)])]
+
+
+def dataset_record(cfg: DataConfig) -> DatasetPrint:
+    """The fingerprint of the data a study reads, with its validation video's statistics."""
+    return dataclasses.replace(fingerprint(cfg), statistics=data_statistics(cfg))
+
+
 def make_record(spec: StudySpec, resumed: bool, code_dir: Path = CODE_DIR) -> RunRecord:
     """This run's record; the dataset is the study's base config's ([space] may vary [data] per trial)."""
     return RunRecord(started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=resumed, code=code_version(code_dir),
-                     versions=package_versions(), machine=machine(), dataset=fingerprint(spec.base_config().data),
+                     versions=package_versions(), machine=machine(), dataset=dataset_record(spec.base_config().data),
                      study_sha256=hashlib.sha256(spec.raw_text.encode("utf-8")).hexdigest())
 
 

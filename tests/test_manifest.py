@@ -12,7 +12,7 @@ import pytest
 from test_spec import make_dataset  # a lab-layout folder of 2 (undecodable) frames per split
 
 from cvae.config import DataConfig
-from study.manifest import code_version, fingerprint, read_manifest, record_run
+from study.manifest import code_version, dataset_record, fingerprint, read_manifest, record_run
 from study.place import MANIFEST, Place, state_of
 from study.spec import StudySpec, load_spec
 
@@ -183,3 +183,24 @@ def test_the_report_shows_the_manifest_and_status_prints_the_commit(tmp_path: Pa
     assert run.dataset.files_sha256[:12] in table and run.machine.hostname in table
     assert (run.code.commit or "none")[:12] in table
     assert code_line(study) == f"commit: {run.code.shown()}"
+
+
+def test_the_record_says_how_the_data_compares_with_the_labs(tmp_path: Path) -> None:
+    cfg = DataConfig(frame_H=16, frame_W=32, val_video_len=40, synthetic_train_videos=1, synthetic_train_frames=16,
+                     synthetic_test_sequences=0, cache_dir=str(tmp_path / "cache"))
+    rows = {r["statistic"]: r for r in dataset_record(cfg).statistics}
+    floor = rows["hold_floor"]
+    assert floor["frame_size"] == "16x32" and floor["val_frames"] == 40 and floor["value"] > 0
+    assert rows["pose_ink"]["lab"] == 0.011 and rows["pose_ink"]["in_band"] in (True, False)  # the lab's figure beside it
+    assert dataset_record(DataConfig(root=str(tmp_path / "gone"))).statistics == []  # unreadable data: no rows, no error
+
+
+def test_the_report_shows_the_data_beside_the_labs(tmp_path: Path) -> None:
+    from fake_results import write_fake_study
+    from study.report import build_report
+
+    exp = write_fake_study(tmp_path)
+    record_run(Place(exp), load_spec(exp / "study.toml"), resumed=False)
+    html = Path(build_report(exp)).read_text(encoding="utf-8")
+    assert '<table class="data statistics">' in html and "floor: repeat frame 0" in html
+    assert "validated on" in html and "as measured at the same size and length" in html

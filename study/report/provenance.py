@@ -2,11 +2,13 @@
 results/<study>/manifest.json (study.manifest): the code, packages, machine and data it ran on."""
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from study.manifest import RunRecord, read_manifest
 from study.place import MANIFEST
-from study.report.common import Ctx, html_table, note
+from study.report.common import Ctx, esc, html_table, note
 
 _SHORT = 12  # hex digits of a commit or a hash
 
@@ -33,6 +35,32 @@ def _row(i: int, r: RunRecord) -> dict[str, str]:
     }
 
 
+def _fmt(v: Any, unit: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, list):
+        return ", ".join(f"{x:.2f}" for x in v)
+    return f"{100 * v:.1f}%" if unit == "%" else f"{v:.2f}" + (" dB" if unit == "dB" else "")
+
+
+def data_section(runs: list[RunRecord]) -> str:
+    """The study's data beside the lab's (issue 19's table), from the newest run's record."""
+    rows = runs[-1].dataset.statistics if runs else []
+    if not rows:
+        return note("No statistics of this study's data were recorded (`python -m cvae.data stats ROOT` prints them).")
+    d = runs[-1].dataset
+    what = (f"the embedded data, {(d.generator or {}).get('synthetic_style', 'bold')} style" if d.synthetic
+            else f"{d.root}")
+    df = pl.DataFrame([{"statistic": r["label"], "this study's data": _fmt(r["value"], r["unit"]),
+                        "the lab's data": _fmt(r["lab"], r["unit"]), "band": r["band"] if r["lab"] is not None else "",
+                        "alike": {True: "yes", False: "no", None: ""}[r["in_band"]]} for r in rows])
+    r0 = rows[0]
+    return (f'<p>The data: {esc(what)}, validated on {r0["val_frames"]} frames at {esc(r0["frame_size"])}. '
+            "Beside each statistic, the lab's dataset as measured at the same size and length, where known: "
+            "evidence found on data unlike the lab's may not carry over.</p>"
+            + html_table(df, "data statistics"))
+
+
 def provenance_section(ctx: Ctx) -> str:
     """The manifest as one short table, or a note saying why there is none."""
     try:
@@ -42,7 +70,7 @@ def provenance_section(ctx: Ctx) -> str:
     if not runs:
         return note(f"No {MANIFEST}: this study was started before each run's code, packages, machine and data "
                     "were recorded.")
-    table = html_table(pl.DataFrame([_row(i, r) for i, r in enumerate(runs, 1)]), "data manifest")
+    table = data_section(runs) + html_table(pl.DataFrame([_row(i, r) for i, r in enumerate(runs, 1)]), "data manifest")
     return table + (f'<p class="small">From {MANIFEST} (one record per start and resume). The commit is the '
                     "code's git commit, with the sha256 of its uncommitted diff when the tree was dirty; the dataset "
                     "fingerprint hashes every frame file's name, size and mtime.</p>")
