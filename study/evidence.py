@@ -4,7 +4,10 @@ claims fare against them, and what the one-step diagnostic says about the best r
 Seeds are the samples. Two settings are compared with Welch's t-test (scipy.stats.ttest_ind with
 unequal variances) on their trials' scores, reported with its p-value and the 95% confidence
 interval of the difference of means; with fewer than two scores on a side there is no spread to test
-("one seed: no spread"). A setting has learned when its mean margin over the floor (val/psnr_hold,
+("one seed: no spread"). A claim of equality ("about as good as") is judged by equivalence, never by
+a non-significant difference: two one-sided Welch tests (TOST, statsmodels' ttost_ind) within
++-MARGIN_DB. A verdict that is neither settled way is "undecided", and says how many seeds per
+setting the observed spread would need to settle it (statsmodels' power of the t-test). A setting has learned when its mean margin over the floor (val/psnr_hold,
 repeating frame 0) exceeds the spread of its val/psnr; a study whose settings have not cannot
 compare them, and says so first (docs/ARCHITECTURE.md, contract 9).
 
@@ -17,9 +20,11 @@ out of every statistic and counted.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import polars as pl
 from scipy import stats
 
@@ -27,7 +32,10 @@ from study.analyze import StudyInfo
 from study.tables import Tables
 
 ALPHA = 0.05  # a difference is "clear" when Welch's two-sided p-value is below this
-CLAIM_STATUSES: tuple[str, ...] = ("reproduced", "contradicted", "within noise", "not measured here")
+MARGIN_DB = 0.5  # "about equal": the difference of means is within +-this (dB), shown by TOST at ALPHA
+POWER = 0.8  # the chance of settling a verdict that the seeds-needed estimate aims at
+MAX_SEEDS = 1000  # beyond this many seeds per setting a verdict is called out of reach
+CLAIM_STATUSES: tuple[str, ...] = ("reproduced", "contradicted", "undecided", "not measured here")
 # The one-step diagnostic's thresholds (dB): a step within NEAR of copying the previous frame carries
 # it forward; a step within NEAR of the rollout adds nothing to it (the previous frame is not used);
 # a rollout more than COMPOUND under its step loses that to its own errors piling up.
@@ -68,6 +76,7 @@ class Test:
     low: float | None  # 95% confidence interval of mean_a - mean_b
     high: float | None
     unit: str = " dB"
+    needed: int | None = None  # seeds per setting the observed spread would need to settle it (seeds_needed)
 
     @property
     def diff(self) -> float:
@@ -95,12 +104,13 @@ class Test:
             return f"a clear difference ({self.stats_text()})"
         if self.p is None:
             return f"not testable ({self.stats_text()})"
-        return f"within noise ({self.stats_text()})"
+        return f"undecided ({self.stats_text()}; {needs_text(self.needed)})"
 
     def swapped(self) -> Test:
         """The same test of mean(b) - mean(a)."""
         return Test(self.b, self.a, self.mean_b, self.mean_a, self.n_b, self.n_a, self.p,
-                    None if self.high is None else -self.high, None if self.low is None else -self.low, self.unit)
+                    None if self.high is None else -self.high, None if self.low is None else -self.low, self.unit,
+                    self.needed)
 
     def sentence(self) -> str:
         """`a` vs `b` in words, with the test's figures (a clear winner named first, its interval positive)."""
@@ -133,7 +143,82 @@ def welch(a: Sequence[float | None], b: Sequence[float | None], a_name: str = "a
             res = stats.ttest_ind(xa, xb, equal_var=False)
             ci = res.confidence_interval(0.95)
             p, low, high = float(res.pvalue), float(ci.low), float(ci.high)
-    return Test(a_name, b_name, mean(xa), mean(xb), len(xa), len(xb), p, low, high, unit)
+    needed = seeds_needed(xa, xb, equality=False) if p is not None and p >= ALPHA else None
+    return Test(a_name, b_name, mean(xa), mean(xb), len(xa), len(xb), p, low, high, unit, needed)
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """TOST of |mean(a) - mean(b)| < margin (two one-sided Welch tests), seeds as samples."""
+
+    test: Test  # Welch's test of the same samples (the difference and its interval)
+    margin: float
+    p: float | None  # TOST p-value (the larger one-sided p); None with fewer than two scores on a side
+
+    @property
+    def equivalent(self) -> bool:
+        return self.p is not None and self.p < ALPHA
+
+
+def tost(a: Sequence[float | None], b: Sequence[float | None], margin: float = MARGIN_DB, a_name: str = "a",
+         b_name: str = "b") -> Equivalence:
+    """Whether two samples' means are equal within +-margin: statsmodels' ttost_ind, unequal variances."""
+    from statsmodels.stats.weightstats import ttost_ind
+
+    t = welch(a, b, a_name, b_name)
+    xa, xb = _finite(a), _finite(b)
+    p = None
+    if len(xa) >= 2 and len(xb) >= 2:
+        if max(xa) == min(xa) and max(xb) == min(xb):  # no spread: the tests are undefined
+            p = 0.0 if abs(xa[0] - xb[0]) < margin else 1.0
+        else:
+            p = float(ttost_ind(xa, xb, -margin, margin, usevar="unequal")[0])
+    return Equivalence(t, margin, p)
+
+
+def seeds_needed(a: Sequence[float | None], b: Sequence[float | None], equality: bool,
+                 margin: float = MARGIN_DB) -> int | None:
+    """Seeds per setting that the observed means and spread would need to settle the comparison with
+    power POWER at ALPHA: a clear difference (two-sided), or for an equality claim equivalence within
+    +-margin (each one-sided test of TOST). statsmodels' TTestIndPower on the pooled sd. None when no
+    number of seeds would (no spread to estimate from; or, for equality, a difference beyond the margin)."""
+    from statsmodels.stats.power import TTestIndPower
+
+    xa, xb = _finite(a), _finite(b)
+    if len(xa) < 2 or len(xb) < 2:
+        return None
+    sd = math.sqrt((statistics.variance(xa) * (len(xa) - 1) + statistics.variance(xb) * (len(xb) - 1))
+                   / (len(xa) + len(xb) - 2))  # the pooled sd: the effect size's scale
+    diff = abs(sum(xa) / len(xa) - sum(xb) / len(xb))
+    if sd == 0:
+        return None
+    if equality:
+        if diff >= margin:
+            return None
+        effect, alternative = (margin - diff) / sd, "larger"
+    else:
+        if diff == 0:
+            return None
+        effect, alternative = diff / sd, "two-sided"
+    power = TTestIndPower()
+    if power.power(effect_size=effect, nobs1=MAX_SEEDS, alpha=ALPHA, alternative=alternative) < POWER:
+        return MAX_SEEDS + 1  # out of reach: the solver need not search that far (it stops converging)
+    try:
+        n = power.solve_power(effect_size=effect, alpha=ALPHA, power=POWER, alternative=alternative)
+    except (ValueError, RuntimeError):
+        return None
+    n = float(np.asarray(n).reshape(-1)[0])  # solve_power answers a 0-d or 1-element array
+    return max(math.ceil(n), 2) if math.isfinite(n) else None
+
+
+def needs_text(n: int | None, equality: bool = False) -> str:
+    """How many seeds per setting would settle a verdict, in words (seeds_needed's answer)."""
+    if n is None:
+        return ("no number of seeds would show equality at this margin: the observed difference exceeds it"
+                if equality else "the observed spread gives no estimate of the seeds it would need")
+    if n > MAX_SEEDS:
+        return f"more than {MAX_SEEDS} seeds per setting would be needed to settle it"
+    return f"about {n} seeds per setting would settle it"
 
 
 def compare(trials: pl.DataFrame, a: str, b: str, unit: str = " dB") -> Test:
@@ -259,11 +344,41 @@ def _scores(df: pl.DataFrame, cond: pl.Expr, col: str = "score") -> list[float]:
 
 
 def _verdict(t: Test, expect_a_higher: bool) -> str:
+    """A directional claim: reproduced / contradicted when the difference is clear, else undecided."""
     if not t.testable:
         return "not measured here"
     if not t.clear:
-        return "within noise"
+        return "undecided"
     return "reproduced" if (t.diff > 0) == expect_a_higher else "contradicted"
+
+
+def _directional(t: Test, expect_a_higher: bool) -> tuple[str, str]:
+    """(status, words) of a directional claim; an undecided one says the seeds it would need."""
+    return _verdict(t, expect_a_higher), t.sentence()
+
+
+def equality_claim(a: Sequence[float], b: Sequence[float], a_name: str, b_name: str,
+                   margin: float = MARGIN_DB) -> tuple[str, str]:
+    """(status, words) of "a is about as good as b": reproduced when TOST shows |difference| < margin,
+    contradicted when the difference is clear, undecided otherwise (with the seeds it would need)."""
+    e = tost(a, b, margin, a_name, b_name)
+    t = e.test
+    if not t.testable:
+        return "not measured here", t.sentence()
+    xa, xb = _finite(a), _finite(b)
+    if max(xa) == min(xa) and max(xb) == min(xb):
+        low, high = t.low, t.high
+    else:  # the interval TOST at ALPHA checks against the margin: the (1 - 2 ALPHA) one
+        ci = stats.ttest_ind(xa, xb, equal_var=False).confidence_interval(1 - 2 * ALPHA)
+        low, high = float(ci.low), float(ci.high)
+    words = (f"{a_name} vs {b_name}: {t.diff:+.2f} dB, {100 * (1 - 2 * ALPHA):.0f}% CI [{low:+.2f}, {high:+.2f}] dB, "
+             f"n = {t.n_a} vs {t.n_b}")
+    if t.clear:
+        return "contradicted", f"{words}: a clear difference (Welch's t-test {p_text(t.p)})"
+    if e.equivalent:
+        return "reproduced", f"{words}: equal within +-{margin:g} dB (TOST {p_text(e.p)})"
+    return "undecided", (f"{words}: neither a clear difference (Welch {p_text(t.p)}) nor equal within +-{margin:g} dB "
+                         f"(TOST {p_text(e.p)}); {needs_text(seeds_needed(a, b, equality=True, margin=margin), True)}")
 
 
 def _pooled(searched: Sequence[str], own: Sequence[str]) -> str:
@@ -282,8 +397,8 @@ def claim_tfr(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
     zero, one = _scores(trials, pl.col("tfr") == 0.0), _scores(trials, pl.col("tfr") == 1.0)
     if not zero or not one:
         return _not_here(q, lab, "no trials at both tfr 0.0 and tfr 1.0")
-    t = welch(zero, one, "tfr 0.0", "tfr 1.0")
-    return Claim(q, lab, t.sentence() + _pooled(searched, ["tfr"]), _verdict(t, expect_a_higher=True))
+    status, words = _directional(welch(zero, one, "tfr 0.0", "tfr 1.0"), expect_a_higher=True)
+    return Claim(q, lab, words + _pooled(searched, ["tfr"]), status)
 
 
 def claim_kl_start(trials: pl.DataFrame, epochs: pl.DataFrame, searched: Sequence[str]) -> Claim:
@@ -301,8 +416,8 @@ def claim_kl_start(trials: pl.DataFrame, epochs: pl.DataFrame, searched: Sequenc
         return _not_here(q, lab, "no trials of both None and an annealed schedule")
     t = welch(none, annealed, "None", "annealed", unit="")
     words = f"first-epoch train/loss: None {t.mean_a:.4g} vs annealed {t.mean_b:.4g}, {t.verdict()}"
-    return Claim(q, lab, words + _pooled(searched, ["kl_anneal_type", "kl_anneal_cycle"]),
-                 _verdict(t, expect_a_higher=True))
+    status = _verdict(t, expect_a_higher=True)
+    return Claim(q, lab, words + _pooled(searched, ["kl_anneal_type", "kl_anneal_cycle"]), status)
 
 
 def claim_cyclical_monotonic(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
@@ -312,9 +427,8 @@ def claim_cyclical_monotonic(trials: pl.DataFrame, searched: Sequence[str]) -> C
     cyc, mono = _scores(trials, pl.col("kl_anneal_type") == "Cyclical"), _scores(trials, pl.col("kl_anneal_type") == "Monotonic")
     if not cyc or not mono:
         return _not_here(q, lab, "no trials of both Cyclical and Monotonic")
-    t = welch(cyc, mono, "Cyclical", "Monotonic")
-    status = "not measured here" if not t.testable else ("contradicted" if t.clear else "reproduced")
-    return Claim(q, lab, t.sentence() + _pooled(searched, ["kl_anneal_type", "kl_anneal_cycle"]), status)
+    status, words = equality_claim(cyc, mono, "Cyclical", "Monotonic")
+    return Claim(q, lab, words + _pooled(searched, ["kl_anneal_type", "kl_anneal_cycle"]), status)
 
 
 def _all_fast(df: pl.DataFrame) -> pl.Expr:
@@ -331,8 +445,9 @@ def claim_fast_train(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
         return _not_here(q, lab, "no trials of both all-fast and a shorter fast-train")
     by = others.group_by("fast_train_epoch").agg(pl.col("score").mean().alias("m")).sort("m", descending=True)
     rival = by["fast_train_epoch"][0]
-    t = welch(fast, _scores(trials, pl.col("fast_train_epoch") == rival), "all-fast", f"fast_train_epoch {rival}")
-    return Claim(q, lab, t.sentence() + _pooled(searched, ["fast_train_epoch"]), _verdict(t, expect_a_higher=True))
+    rivals = _scores(trials, pl.col("fast_train_epoch") == rival)
+    status, words = _directional(welch(fast, rivals, "all-fast", f"fast_train_epoch {rival}"), True)
+    return Claim(q, lab, words + _pooled(searched, ["fast_train_epoch"]), status)
 
 
 def claim_best_overall(trials: pl.DataFrame, ranking: pl.DataFrame, searched: Sequence[str]) -> Claim:
@@ -346,8 +461,9 @@ def claim_best_overall(trials: pl.DataFrame, ranking: pl.DataFrame, searched: Se
     lab_setting = lab_rows.group_by("setting").agg(pl.col("score").mean().alias("m")).sort("m", descending=True)["setting"][0]
     if lab_setting == top:
         return Claim(q, lab, f"the top setting is {top}", "reproduced")
-    t = welch(_scores(trials, pl.col("setting") == top), _scores(trials, pl.col("setting") == lab_setting), top, lab_setting)
-    return Claim(q, lab, f"the top setting is {top}; " + t.sentence(), _verdict(t, expect_a_higher=False))
+    a, b = _scores(trials, pl.col("setting") == top), _scores(trials, pl.col("setting") == lab_setting)
+    status, words = _directional(welch(a, b, top, lab_setting), expect_a_higher=False)
+    return Claim(q, lab, f"the top setting is {top}; " + words, status)
 
 
 def claims(trials: pl.DataFrame, epochs: pl.DataFrame, ranking: pl.DataFrame, searched: Sequence[str]) -> list[Claim]:
@@ -367,5 +483,6 @@ def claims_table(rows: Sequence[Claim]) -> pl.DataFrame:
                                 "status": pl.String})
 
 
-__all__ = ["ALPHA", "CLAIM_STATUSES", "Claim", "Test", "any_learned", "claims", "claims_table", "compare", "learned_settings",
+__all__ = ["ALPHA", "CLAIM_STATUSES", "MARGIN_DB", "Claim", "Equivalence", "Test", "equality_claim", "needs_text", "seeds_needed",
+           "tost", "any_learned", "claims", "claims_table", "compare", "learned_settings",
            "budget_advice", "learning", "learning_sentence", "p_text", "scored", "step_diagnosis", "trial_scores", "welch"]

@@ -12,7 +12,6 @@ import polars as pl
 import pytest
 from scipy import stats
 from fake_results import write_fake_study, write_scores_study
-from smoke_study import smoke_results  # noqa: F401 - the session fixture
 
 from study.analyze import StudyInfo
 from study.tables import Tables, analyze, ranking
@@ -20,6 +19,7 @@ from study.evidence import CLAIM_STATUSES, p_text
 from study.report.figures import STEP_FLOOR
 from study.spec import Param
 from study.report import FLOOR_LABEL, SECTIONS, build_report, comparisons, main, optuna_study
+from study_helpers import StudyRun
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -100,11 +100,6 @@ def assert_offline(text: str) -> None:
     assert "cdn.plot.ly/plotly" not in text.split('id="plotly-js">')[0]
 
 
-@pytest.fixture
-def fake(tmp_path: Path) -> Path:
-    return write_fake_study(tmp_path)
-
-
 def test_sections_figures_and_notes(fake: Path) -> None:
     path = build_report(fake)
     assert path == fake / "report.html"
@@ -146,10 +141,10 @@ def test_summary(fake: Path) -> None:
     assert "9 (6 completed, 1 stopped early, 1 diverged, 1 errored, 0 running)" in summary
     assert "Best configuration</b>: kl_anneal_type=Cyclical, kl_anneal_cycle=4" in summary
     assert ("kl_anneal_type: kl_anneal_type=Cyclical (kl_anneal_cycle=4) ranks first with 22.78 ± 0.57 dB (n=3), ahead "
-            "of kl_anneal_type=None 21.66 ± 0.14 dB (n=3); 1.12 dB apart: within noise (Welch&#x27;s t-test p = 0.069, "
-            "95% CI of the difference [-0.19, +2.43] dB, n = 3 vs 3)") in summary
+            "of kl_anneal_type=None 21.66 ± 0.14 dB (n=3); 1.12 dB apart: undecided (Welch&#x27;s t-test p = 0.069, "
+            "95% CI of the difference [-0.19, +2.43] dB, n = 3 vs 3; about ") in summary
     assert ("kl_anneal_cycle: kl_anneal_cycle=4 (kl_anneal_type=Cyclical) ranks first with 22.78 ± 0.57 dB (n=3), ahead "
-            "of kl_anneal_cycle=2 (kl_anneal_type=Cyclical) 22.36 ± 0.43 dB (n=3); 0.42 dB apart: within noise") in summary
+            "of kl_anneal_cycle=2 (kl_anneal_type=Cyclical) 22.36 ± 0.43 dB (n=3); 0.42 dB apart: undecided") in summary
     assert "22.78 ± 0.57 dB" in summary.split('<table class="data summary">')[1]
     assert "11.2 min of trial wall time" in summary and "10.1 min of CPU time" in summary and "no GPU" in summary
     # the first sentence says whether the settings learned; the stand-in's do (+2.7 to +3.8 dB, sd < 0.6)
@@ -215,7 +210,7 @@ def test_the_first_sentence_says_whether_the_runs_learned(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("scores, verdict", [
     (CLEAR, "4.93 dB apart: a clear difference (Welch's t-test {p}, 95% CI of the difference [+4.52, +5.35] dB"),
-    ({"None": [25.0, 27.0, 23.0], "Monotonic": [24.0, 26.5, 25.0]}, "0.17 dB apart: within noise (Welch's t-test {p}"),
+    ({"None": [25.0, 27.0, 23.0], "Monotonic": [24.0, 26.5, 25.0]}, "0.17 dB apart: undecided (Welch's t-test {p}"),
     ({"None": [30.0], "Monotonic": [25.0]}, "5.00 dB apart: not testable (one seed: no spread)"),
 ], ids=["clear-winner", "tie", "one-seed"])
 def test_verdicts_state_welchs_test(tmp_path: Path, scores: dict[str, list[float]], verdict: str) -> None:
@@ -240,10 +235,11 @@ def test_the_lab_claims_beside_the_evidence(tmp_path: Path, fake: Path) -> None:
     assert list(rows) == ["Does teacher forcing help?", "Which KL annealing? (training loss)",
                           "Which KL annealing? (val/psnr)", "Does fast train help?", "Best overall"]
     assert all(len(r) == 4 and r[3] in CLAIM_STATUSES for r in rows.values())
+    # equal by equivalence (TOST within +-0.5 dB), not by a missing difference
     assert rows["Which KL annealing? (val/psnr)"][3] == "reproduced"
     assert "Cyclical vs Monotonic: " in rows["Which KL annealing? (val/psnr)"][2]
-    assert "dB, within noise (Welch's t-test p = 1, 95% CI" in rows["Which KL annealing? (val/psnr)"][2]
-    assert rows["Which KL annealing? (training loss)"][3] == "within noise"  # the stand-ins' losses do not differ
+    assert "equal within +-0.5 dB (TOST p = 0.043)" in rows["Which KL annealing? (val/psnr)"][2]
+    assert rows["Which KL annealing? (training loss)"][3] == "undecided"  # the stand-ins' losses do not differ
     for q in ("Does teacher forcing help?", "Does fast train help?", "Best overall"):
         assert rows[q][3] == "not measured here"
     # every report has it, the hand-made study too (Cyclical and None: no Monotonic to compare with)
@@ -384,10 +380,10 @@ def test_frames_of_a_real_checkpoint(fake: Path) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_real_smoke_report(smoke_results: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_real_smoke_report(smoke_study: StudyRun, tmp_path: Path) -> None:
     # the runner wrote one at the end (and its ReportCallback after each trial)
-    assert (smoke_results / "report.html").is_file()
-    out = build_report(smoke_results, tmp_path / "report.html")
+    assert (smoke_study.exp / "report.html").is_file()
+    out = build_report(smoke_study.exp, tmp_path / "report.html")
     text = out.read_text()
     page = parse(text)
     assert page.sections == {sid: title for sid, title in SECTIONS}

@@ -174,10 +174,11 @@ def _claims(ctx: Ctx) -> str:
     unlearned = "" if evidence.any_learned(ctx.scores) else note(
         "No setting has learned (see the first sentence): these rows compare unlearned models.")
     return (unlearned + html_table(evidence.claims_table(rows), "data claims")
-            + f'<p class="small">Computed from this study\'s trials, seeds as samples, with Welch\'s t-test '
-            f"(clear at p &lt; {evidence.ALPHA}): reproduced, contradicted, within noise, or not measured here where "
-            "the study's parameters cannot test the claim. The lab's claims are about val/psnr, each trial's at its "
-            "score's epoch.</p>")
+            + f'<p class="small">Computed from this study\'s trials, seeds as samples: a directional claim with '
+            f"Welch's t-test (clear at p &lt; {evidence.ALPHA}), an \"about as good as\" claim by equivalence within "
+            f"+-{evidence.MARGIN_DB:g} dB (two one-sided tests, TOST). Reproduced, contradicted, undecided (with the "
+            "seeds per setting it would take to settle), or not measured here where the study's parameters cannot "
+            "test the claim. The lab's claims are about val/psnr, each trial's at its score's epoch.</p>")
 
 
 def summary_section(ctx: Ctx) -> str:
