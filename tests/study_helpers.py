@@ -7,24 +7,27 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import tomli_w
 
 from cvae.metrics import CONTRACT  # noqa: F401 - docs/ARCHITECTURE.md, contract 1, for the tests that read Tune's rows
+from study._compat import EXPERIMENT_STATE_GLOB
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+PYTHON = sys.executable
 RAY_BIN = Path(sys.executable).parent / "ray"
 SMOKE = ROOT / "search_spaces" / "smoke.toml"
 TIMEOUT_S = 300  # per CLI run: the machine's 2 cores are shared with other tests
@@ -63,6 +66,20 @@ def run_cli(cmd: list[str], cwd: Path, cache: Path, timeout: float = TIMEOUT_S) 
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+class StudyRun(NamedTuple):
+    """A study run as a user types it: the folder it ran in, its results (cwd/results/<name>), the command's end."""
+
+    cwd: Path
+    exp: Path
+    proc: subprocess.CompletedProcess[str]
+
+
+def copy_of(run: StudyRun, dest: Path) -> StudyRun:
+    """The same study in a copy of the whole folder it ran in, for a test that changes it."""
+    shutil.copytree(run.cwd, dest, symlinks=True)
+    return StudyRun(dest, dest / run.exp.relative_to(run.cwd), run.proc)
+
+
 def start_cli(cmd: list[str], cwd: Path, cache: Path, log: Path) -> subprocess.Popen[bytes]:
     """Start a command in its own session, stdout and stderr into `log`."""
     f = log.open("wb")
@@ -70,7 +87,7 @@ def start_cli(cmd: list[str], cwd: Path, cache: Path, log: Path) -> subprocess.P
                             start_new_session=True)
 
 
-def _session_pids(sid: int) -> list[int]:
+def session_pids(sid: int) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -89,7 +106,7 @@ def kill_trial_workers(sid: int) -> list[int]:
     """SIGKILL the Ray Tune trial actors (processes titled `ray::ImplicitFunc...`) of session `sid`:
     a trial crash as an out-of-memory kill would cause it."""
     killed = []
-    for pid in _session_pids(sid):
+    for pid in session_pids(sid):
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
         except OSError:
@@ -109,7 +126,7 @@ def kill_session(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
     proc.wait(timeout=30)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        left = _session_pids(proc.pid)
+        left = session_pids(proc.pid)
         if not left:
             return
         for pid in left:
@@ -131,6 +148,12 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, proc: subp
             raise AssertionError(f"the study exited ({proc.returncode}) before {what}:\n{tail(log)}")
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}:\n{tail(log)}")
+
+
+def wait_for_first_checkpoint(exp_dir: Path, proc: subprocess.Popen[Any], log: Path, timeout: float = 240) -> None:
+    """Wait (as wait_for) until a trial of the study running in `proc` has written its first checkpoint."""
+    wait_for(lambda: exp_dir.is_dir() and any(checkpoints(t) for t in trial_dirs(exp_dir)), timeout,
+             "a first trial checkpoint", proc, log)
 
 
 def tail(log: Path | None, n: int = 4000) -> str:
@@ -183,7 +206,7 @@ def trial_statuses(exp_dir: Path) -> dict[str, str]:
     """trial id -> Tune status, from the newest experiment state Tune saved on disk."""
     # Newest by the start time in the name: a restored run re-syncs the older files at its end, so
     # their mtimes say nothing.
-    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    states = sorted(exp_dir.glob(EXPERIMENT_STATE_GLOB))
     if not states:
         return {}
     data = json.loads(states[-1].read_text())
@@ -260,16 +283,16 @@ def stop_sessions(procs: list[subprocess.Popen[bytes]]) -> list[int]:
     """SIGTERM then SIGKILL every process of the sessions we started; the pids still alive after that."""
     for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 15.0)):
         for p in procs:
-            for pid in [p.pid, *_session_pids(p.pid)]:
+            for pid in [p.pid, *session_pids(p.pid)]:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and any(_session_pids(p.pid) for p in procs):
+        while time.monotonic() < deadline and any(session_pids(p.pid) for p in procs):
             time.sleep(0.3)
         for p in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=1)
-    return [pid for p in procs for pid in _session_pids(p.pid)]
+    return [pid for p in procs for pid in session_pids(p.pid)]
 
 
 def start_ray_head(root: Path, env: dict[str, str], *args: str,

@@ -10,12 +10,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 from fake_results import EPOCHS, HOLD, VAL_FRAMES, write_fake_study
-from smoke_study import smoke_results  # noqa: F401 - the session fixture
 
 from study.analyze import read_study
 from study.ranking import trial_objective
 from study.results import read_results
 from study.tables import CONFIG_SCHEMA, STATUSES, analyze, build_tables, load_tables, ranking, setting_label, winner
+from study_helpers import StudyRun
 
 TRIAL_COLUMNS = {
     "trial_id": pl.String, "trial": pl.String, "trial_number": pl.Int64, "setting": pl.String, "seed": pl.Int64,
@@ -37,11 +37,6 @@ FRAME_COLUMNS = {"trial_id": pl.String, "setting": pl.String, "seed": pl.Int64, 
                  "psnr_final": pl.Float64, "psnr_best": pl.Float64, "psnr_hold": pl.Float64}
 CYC2, CYC4, NONE = ("kl_anneal_type=Cyclical, kl_anneal_cycle=2", "kl_anneal_type=Cyclical, kl_anneal_cycle=4",
                     "kl_anneal_type=None")
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Path:
-    return write_fake_study(tmp_path)
 
 
 def _status(trials: pl.DataFrame, setting: str, seed: int) -> str:
@@ -270,9 +265,10 @@ def test_empty_and_missing_dirs(tmp_path: Path) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_real_smoke_study(smoke_results: Path) -> None:  # noqa: F811
-    t = analyze(smoke_results)
-    info = read_study(smoke_results)
+def test_real_smoke_study(smoke_study: StudyRun) -> None:
+    exp = smoke_study.exp
+    t = analyze(exp)
+    info = read_study(exp)
     assert info.searched and info.name == "smoke"
     assert t.trials.height >= 1
     _check_schema(t.trials, {k: v for k, v in TRIAL_COLUMNS.items() if k not in ("kl_anneal_cycle",)})
@@ -286,4 +282,4 @@ def test_real_smoke_study(smoke_results: Path) -> None:  # noqa: F811
     assert t.epochs.height == t.trials["epochs_run"].sum()
     assert t.frames.height > 0 and t.frames["psnr_final"].null_count() == 0
     _check_schema(t.frames, FRAME_COLUMNS)
-    assert load_tables(smoke_results).trials.equals(t.trials)
+    assert load_tables(exp).trials.equals(t.trials)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT
+from study_helpers import PYTHON, ROOT
 
 
 def _run(args: list[str], cache: Path, tmp: Path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -14,9 +14,9 @@ from typing import Any, Iterator
 
 import pytest
 from fake_results import write_fake_study
-from smoke_study import smoke_results  # noqa: F401 - the session fixture
 
 from study.report import SECTIONS, build_report
+from study_helpers import StudyRun
 
 pytestmark = pytest.mark.browser
 
@@ -108,8 +108,8 @@ def test_fast_train_report_renders_offline(browser: Any, tmp_path: Path) -> None
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_smoke_report_renders_offline(browser: Any, smoke_results: Path, tmp_path: Path) -> None:  # noqa: F811
-    page = check_report(browser, build_report(smoke_results, tmp_path / "report.html"))
+def test_smoke_report_renders_offline(browser: Any, smoke_study: StudyRun, tmp_path: Path) -> None:
+    page = check_report(browser, build_report(smoke_study.exp, tmp_path / "report.html"))
     page.locator("#rollout-animation").scroll_into_view_if_needed()
     sizes = page.eval_on_selector_all("#frames img", "els => els.map(i => [i.complete, i.naturalWidth])")
     assert len(sizes) == 13 and all(done and width > 0 for done, width in sizes), sizes  # 12 strip frames + the animation

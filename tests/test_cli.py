@@ -14,9 +14,10 @@ from typing import Iterator
 import pytest
 
 from fake_results import write_fake_study
+from study._compat import EXPERIMENT_STATE_GLOB
 from study.best import conclude
 from study.cli import main as cli
-from study.driver import STALE_S, Mark
+from study.driver import STALE_S, Mark, read_mark
 from study.place import DRIVER, REPORT
 from study_helpers import driver_holding
 
@@ -32,7 +33,7 @@ def _make(results: Path) -> None:
         exp = write_fake_study(results, name, partial=True)
         (exp / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
         old = time.time() - 2 * STALE_S  # Tune's state saved long ago: only a driver can say "running"
-        for f in exp.glob("experiment_state-*.json"):
+        for f in exp.glob(EXPERIMENT_STATE_GLOB):
             os.utime(f, (old, old))
     conclude(write_fake_study(results, "gone"))  # finished, then moved aside
     (results / "gone").rename(results / STATES["aside"][0])
@@ -105,14 +106,22 @@ def test_list_names_every_study_with_its_state(form: str, world: Path, live: Non
 def test_run_refuses_a_running_and_a_finished_study_touching_nothing(form: str, world: Path, live: None,
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("study.driver.LOCK_WAIT_S", 0.2)  # how long it waits for the holder does not matter here
     results = world / "home" / "results"
+
+    def files(exp: Path) -> list[tuple[str, int | None]]:
+        # every file and its mtime; the live holder rewrites its own mark every HEARTBEAT_S, so that one's
+        # mtime is not the refused run's doing (the mark's holder is checked below)
+        return sorted((p.name, None if p.name == DRIVER else p.stat().st_mtime_ns) for p in exp.iterdir())
+
     for name, reason in (("live", "is being run by pid "), ("done", "--fresh")):
-        before = sorted((p.name, p.stat().st_mtime_ns) for p in (results / name).iterdir())
+        before = files(results / name)
         study = _where(world, form, name, monkeypatch) + "/study.toml"
         storage = "results" if form == "relative" else str(results)
         assert cli(["run", study, "--storage", storage]) == 2
         err = capsys.readouterr().err
         assert reason in err and "Traceback" not in err, err
-        assert sorted((p.name, p.stat().st_mtime_ns) for p in (results / name).iterdir()) == before
+        assert files(results / name) == before
         if name == "live":
             assert f"on {socket.gethostname()}, since" in err and "cvae-study status" in err
+            assert read_mark(results / name).command == "holder"  # its mark is still the holder's

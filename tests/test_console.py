@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ROOT
 from fake_results import HOLD, write_fake_study
+from study._compat import EXPERIMENT_STATE_GLOB
 from study import logs
 from study.analyze import read_study
 from study.tables import analyze, ranking, winner
@@ -25,7 +25,7 @@ from study.console import StudyConsole
 from study.progress import fmt_s, live_progress, snapshot
 from study.driver import STALE_S, DriverLock, Mark, study_state
 from study.place import Place
-from study_helpers import (checkpoints, kill_session, run_cli, start_cli, study_cmd, tail, trial_dirs, wait_for,
+from study_helpers import (ROOT, kill_session, run_cli, start_cli, study_cmd, tail, wait_for_first_checkpoint,
                            write_study)
 
 
@@ -101,7 +101,7 @@ def test_status_of_a_running_and_of_an_interrupted_study(tmp_path: Path, capsys:
     _, p = snapshot(exp)
     assert p.running == 1 and p.pending == 1 and p.eta_s is not None
     old = time.time() - 2 * STALE_S
-    for f in exp.glob("experiment_state-*.json"):
+    for f in exp.glob(EXPERIMENT_STATE_GLOB):
         os.utime(f, (old, old))
     state, p = snapshot(exp)
     assert state == "interrupted" and p.running == 0 and p.pending == 2
@@ -132,6 +132,7 @@ def test_best_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert [line.split()[:2] for line in out] == [["fake", "finished"], ["other", "foreign"]]
 
 
+@pytest.mark.slow  # two interpreters that import Ray; in-process the forward is test_cli's
 def test_cli_help_forwards_run_and_report() -> None:
     for cmd, prog in (("run", "python -m study.run"), ("report", "python -m study.report")):
         r = subprocess.run([sys.executable, "-m", "study.cli", cmd, "--help"], cwd=ROOT, capture_output=True, text=True,
@@ -154,8 +155,7 @@ def test_quiet_console_and_status_running_killed_finished(tmp_path: Path, cache_
     log = tmp_path / "first.log"
     proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
     try:
-        wait_for(lambda: exp.is_dir() and any(checkpoints(t) for t in trial_dirs(exp)), 240,
-                 "a first trial checkpoint", proc, log)
+        wait_for_first_checkpoint(exp, proc, log)
         running = _status(exp, tmp_path, cache_dir)
         assert f"{exp}: running" in running and "ETA" in running, running
     finally:

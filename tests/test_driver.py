@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from study._compat import EXPERIMENT_STATE_GLOB
 from study.driver import STALE_S, DriverBusy, DriverLock, Mark, driver_alive, lock_held, lock_path, read_mark
 from study.place import DRIVER, Place, state_of, study_place
 from study_helpers import driver_holding, result_rows, run_cli, start_cli, study_cmd, tail, trial_dirs, write_study
@@ -21,7 +22,9 @@ def _dead_pid() -> int:
                               text=True).stdout)
 
 
-def test_a_second_driver_is_refused_naming_the_first_and_a_killed_one_blocks_nothing(tmp_path: Path) -> None:
+def test_a_second_driver_is_refused_naming_the_first_and_a_killed_one_blocks_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("study.driver.LOCK_WAIT_S", 0.2)  # the second driver's wait for the lock, shortened
     exp = tmp_path / "results" / "s"
     exp.mkdir(parents=True)
     with driver_holding(exp) as holder:
@@ -94,7 +97,7 @@ def test_two_drivers_started_together_one_runs_the_other_is_refused(tmp_path: Pa
     assert "cvae-study status" in logs[loser] and "Traceback" not in logs[loser]
     exp = tmp_path / "results" / "twice"
     assert (exp / "finished.json").exists() and not (exp / DRIVER).exists()
-    assert len(list(exp.glob("experiment_state-*.json"))) == 1  # one driver session
+    assert len(list(exp.glob(EXPERIMENT_STATE_GLOB))) == 1  # one driver session
     trials = trial_dirs(exp)
     assert len(trials) == 2
     for trial in trials:  # each trial ran once: every epoch reported exactly once

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import PYTHON, ROOT
 from cvae import evaluate
 from cvae.config import Config, ModelConfig
 from cvae.data import load_dataset, to_tensor
 from cvae.evaluate import predict_steps, val_noise, validate
 from cvae.metrics import psnr_per_frame
 from cvae.model import CVAE
+from study_helpers import PYTHON, ROOT
 
 
 class Copycat(CVAE):

@@ -1,9 +1,9 @@
 """Fault tolerance proven by breaking things (marked ray): a corrupt checkpoint file in a killed
 study, a storage too small to hold one, and a diverged trial as the analysis and report show it.
 
-Already covered in test_study_run.py and not repeated here: SIGKILL of the driver + resume, a
-killed trial worker (retry from checkpoint), a diverged trial's results, a corrupt checkpoint at
-unit level, unwritable storage.
+Already covered and not repeated here: SIGKILL of the driver + resume, a killed trial worker (retry
+from checkpoint), a diverged trial's results, unwritable storage (test_run.py); a corrupt checkpoint
+at unit level (test_trainable.py). The diverge study is conftest's session fixture, shared with test_run.py.
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import polars as pl
 import pytest
 
 from cvae.checkpoint import STATE_FILE, verify_checkpoint
+from study._compat import EXPERIMENT_STATE_GLOB
 from study.tables import analyze
-from study_helpers import (_session_pids, checkpoints, kill_session, result_rows, run_cli, start_cli, study_cmd,
-                           trial_dirs, trial_statuses, wait_for, write_study)
+from study_helpers import (StudyRun, checkpoints, kill_session, result_rows, run_cli, session_pids, start_cli,
+                           study_cmd, trial_dirs, trial_statuses, wait_for, write_study)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def _signal_trial_workers(sid: int, sig: int) -> list[int]:
     """Send `sig` to the Ray Tune trial actors (`ray::ImplicitFunc...`) of session `sid`."""
     done = []
-    for pid in _session_pids(sid):
+    for pid in session_pids(sid):
         with contextlib.suppress(OSError):
             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
                 os.kill(pid, sig)
@@ -38,9 +39,11 @@ def _signal_trial_workers(sid: int, sig: int) -> list[int]:
 
 def _offered_checkpoint(exp: Path, trial_id: str) -> Path | None:
     """The checkpoint Tune will hand this trial on restore: the latest one in the saved experiment state."""
+    # Ray's private record of a trial's checkpoints: its public readers (ResultGrid, ExperimentAnalysis)
+    # list the checkpoints on disk, not the one a restore will offer, which is what this test corrupts.
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
-    states = sorted(exp.glob("experiment_state-*.json"))
+    states = sorted(exp.glob(EXPERIMENT_STATE_GLOB))
     if not states:
         return None
     for trial_json, meta_json in json.loads(states[-1].read_text())["trial_data"]:
@@ -125,21 +128,11 @@ def test_storage_without_free_space_is_refused_before_ray(tmp_path: Path, cache_
         subprocess.run(["umount", str(tiny)], check=False)
 
 
-@pytest.fixture(scope="module")
-def diverged_study(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    cwd = tmp_path_factory.mktemp("diverged")
-    study = write_study(cwd / "diverge.toml", study={"name": "diverge", "num_samples": 1},
-                        search={"sampler": "grid"}, space={"lr": {"choices": [1e-3, 1e30]}})
-    r = run_cli(study_cmd(study), cwd, cache_dir)
-    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
-    return cwd / "results" / "diverge"
-
-
-def test_diverged_trial_is_marked_in_the_analysis_and_the_report(diverged_study: Path) -> None:
-    trials = analyze(diverged_study).trials
+def test_diverged_trial_is_marked_in_the_analysis_and_the_report(diverged_study: StudyRun) -> None:
+    trials = analyze(diverged_study.exp).trials
     status = dict(zip(trials["lr"].to_list(), trials["status"].to_list()))
     assert status == {1e30: "diverged", 1e-3: "completed"}, trials
-    html = (diverged_study / "report.html").read_text(encoding="utf-8")
+    html = (diverged_study.exp / "report.html").read_text(encoding="utf-8")
     assert "diverged" in html
     summary = trials.filter(pl.col("status") == "diverged")
     assert summary.height == 1

@@ -16,13 +16,13 @@ from PIL import Image, ImageSequence
 from skimage.metrics import peak_signal_noise_ratio
 from torch import Tensor
 
-from conftest import PYTHON, ROOT
 from cvae import predict
 from cvae.checkpoint import load_config_of, save_checkpoint
 from cvae.model import CVAE
 from cvae.score import main as score_main
 from cvae.submission import COLUMNS, HEADER, SEQ_FRAMES, read_submission
 from split_helpers import poses, true_frames, write_checkpoint, write_split
+from study_helpers import PYTHON, ROOT
 
 TINIER = {"F_dim": 8, "L_dim": 4, "N_dim": 4, "D_out_dim": 8}  # the cheapest valid dims: ~5 ms a rollout step
 
@@ -86,6 +86,7 @@ def test_score_json_beside_it_is_what_score_says(predicted: Path, data: Path,
     assert saved["private"] is None and saved["rows"] == 2 * 600 and saved["cap_db"] == 100.0
 
 
+@pytest.mark.slow  # one more 630-frame rollout
 def test_same_seed_same_submission(predicted: Path, ckpt: Path, tmp_path: Path) -> None:
     """Sequence 0 alone, same seed: the very bytes of the 2-sequence run's first 630 rows (the noise is
     drawn sequence after sequence from one CPU generator), and no score.json without test_gt."""
@@ -98,17 +99,31 @@ def test_same_seed_same_submission(predicted: Path, ckpt: Path, tmp_path: Path) 
     assert torch.get_num_threads() == 1  # predict gives the caller's thread count back
 
 
-def test_a_model_trained_at_another_size_needs_resize(one: Path, tmp_path: Path,
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of a model trained at 16x32 frames, half the test split's."""
+    return write_checkpoint(tmp_path_factory.mktemp("small") / "epoch_0000", frame_H=16, frame_W=32, model=TINIER)
+
+
+def _small_args(small: Path, one: Path, out: Path) -> list[str]:
+    return ["--checkpoint", str(small), "--data", str(one), "--out", str(out), "--device", "cpu", "--threads", "1"]
+
+
+def test_a_model_trained_at_another_size_needs_resize(small: Path, one: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    small = write_checkpoint(tmp_path / "small", frame_H=16, frame_W=32, model=TINIER)
     out = tmp_path / "out"
-    args = ["--checkpoint", str(small), "--data", str(one), "--out", str(out), "--device", "cpu", "--threads", "1"]
-    assert predict.main(args) == 2
+    assert predict.main(_small_args(small, one, out)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {small / 'config.json'}: ")
     assert "16x32" in err and "32x64" in err and "--resize" in err
     assert not out.exists()
 
+
+@pytest.mark.slow  # two 630-frame rollouts
+def test_resize_predicts_at_the_models_size_and_back(small: Path, one: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    args = _small_args(small, one, out)
     assert predict.main([*args, "--resize"]) == 0
     said = capsys.readouterr().out
     assert "resize: inputs 32x64 -> 16x32, predictions back to 32x64 (bilinear)" in said
@@ -214,6 +229,7 @@ def test_a_missing_or_corrupt_checkpoint_is_refused(data: Path, ckpt: Path, tmp_
     assert "sha256 does not match" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.slow  # a 630-frame rollout and two report builds
 def test_cvae_study_predict_takes_the_ranked_best_checkpoint(one: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """A fake study whose winner's checkpoint is made real (tiny weights): `cvae-study predict RESULTS_DIR`
@@ -248,6 +264,12 @@ def test_cvae_study_predict_takes_the_ranked_best_checkpoint(one: Path, tmp_path
     (exp / "submission_score.json").write_text(json.dumps({**record, "checkpoint": str(tmp_path / "other")}))
     assert 'id="test-score"' not in Path(build_report(exp)).read_text(encoding="utf-8")  # another run's score
 
+
+def test_cvae_study_predict_needs_a_study_with_a_best_checkpoint(one: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from study.cli import main
+
+    out = tmp_path / "out"
     assert main(["predict", "--data", str(one), "--out", str(out)]) == 2  # neither RESULTS_DIR nor --checkpoint
     assert "one of them" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
@@ -255,6 +277,7 @@ def test_cvae_study_predict_takes_the_ranked_best_checkpoint(one: Path, tmp_path
     assert "no best checkpoint" in capsys.readouterr().err and not (tmp_path / "o2").exists()
 
 
+@pytest.mark.slow  # two interpreters
 def test_the_commands_as_a_user_types_them(data: Path, tmp_path: Path) -> None:
     """`python -m cvae.predict` and `cvae-study predict` exist as typed, and refuse before any work."""
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}

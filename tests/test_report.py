@@ -100,9 +100,16 @@ def assert_offline(text: str) -> None:
     assert "cdn.plot.ly/plotly" not in text.split('id="plotly-js">')[0]
 
 
-def test_sections_figures_and_notes(fake: Path) -> None:
-    path = build_report(fake)
-    assert path == fake / "report.html"
+@pytest.fixture(scope="module")
+def fake_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The hand-made study (conftest's `fake`) and its report, built once for the tests that only read it."""
+    study = write_fake_study(tmp_path_factory.mktemp("fake-report"))
+    return study, build_report(study)
+
+
+def test_sections_figures_and_notes(fake_report: tuple[Path, Path]) -> None:
+    study, path = fake_report
+    assert path == study / "report.html"
     text = path.read_text()
     page = parse(text)
     assert page.sections == {sid: title for sid, title in SECTIONS}
@@ -116,8 +123,8 @@ def test_sections_figures_and_notes(fake: Path) -> None:
     assert_offline(text)
 
 
-def test_axis_titles_and_log_loss(fake: Path) -> None:
-    chunks = figure_chunks(build_report(fake).read_text())
+def test_axis_titles_and_log_loss(fake_report: tuple[Path, Path]) -> None:
+    chunks = figure_chunks(fake_report[1].read_text())
     assert '"type":"log"' in chunks["fig-loss"]
     for fid in ("fig-tfr", "fig-beta", "fig-loss", "fig-val-psnr"):
         assert '"xaxis":{"title":{"text":"epoch"}' in chunks[fid] or '"title":{"text":"epoch"}' in chunks[fid], fid
@@ -126,17 +133,16 @@ def test_axis_titles_and_log_loss(fake: Path) -> None:
     assert "kl_anneal_type=Cyclical, kl_anneal_cycle=4 (n=3)" in chunks["fig-val-psnr"]
 
 
-def test_the_floor_is_everywhere(fake: Path) -> None:
-    text = build_report(fake).read_text()
+def test_the_floor_is_everywhere(fake_report: tuple[Path, Path]) -> None:
+    text = fake_report[1].read_text()
     for fid, chunk in figure_chunks(text).items():
         if fid in PSNR_FIGURES:
             assert FLOOR_LABEL in chunk and '"dash":"dash"' in chunk, fid
     assert 'id="floor"' in text and "val/psnr_hold = 19.00 dB" in text
 
 
-def test_summary(fake: Path) -> None:
-    text = build_report(fake).read_text()
-    summary = text.split('<section id="summary">')[1].split("</section>")[0]
+def test_summary(fake_report: tuple[Path, Path]) -> None:
+    summary = _summary_of(fake_report[1].read_text())
     assert '<pre class="study-file">' in summary and "[space.kl_anneal_cycle]" in summary
     assert "9 (6 completed, 1 stopped early, 1 diverged, 1 errored, 0 running)" in summary
     assert "Best configuration</b>: kl_anneal_type=Cyclical, kl_anneal_cycle=4" in summary
@@ -179,8 +185,12 @@ def test_comparison_sentences() -> None:
     assert comparisons(_ranked(trials.head(0)), scores.head(0), ["a"]) == []
 
 
+def _summary_of(page: str) -> str:
+    return page.split('<section id="summary">')[1].split("</section>")[0]
+
+
 def _summary(path: Path) -> str:
-    return build_report(path).read_text().split('<section id="summary">')[1].split("</section>")[0]
+    return _summary_of(build_report(path).read_text())
 
 
 def _first_text(section: str) -> str:
@@ -227,7 +237,7 @@ def _claims_rows(summary: str) -> list[list[str]]:
     return [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)] for row in table.split("<tr>")[2:]]
 
 
-def test_the_lab_claims_beside_the_evidence(tmp_path: Path, fake: Path) -> None:
+def test_the_lab_claims_beside_the_evidence(tmp_path: Path, fake_report: tuple[Path, Path]) -> None:
     # a kl study: None clearly best, Cyclical about Monotonic
     study = write_scores_study(tmp_path, {"None": [30.0, 30.2, 29.9], "Cyclical": [25.1, 25.5, 24.9],
                                           "Monotonic": [25.3, 25.0, 25.2]})
@@ -243,7 +253,7 @@ def test_the_lab_claims_beside_the_evidence(tmp_path: Path, fake: Path) -> None:
     for q in ("Does teacher forcing help?", "Does fast train help?", "Best overall"):
         assert rows[q][3] == "not measured here"
     # every report has it, the hand-made study too (Cyclical and None: no Monotonic to compare with)
-    rows = {r[0]: r for r in _claims_rows(_summary(fake))}
+    rows = {r[0]: r for r in _claims_rows(_summary_of(fake_report[1].read_text()))}
     assert len(rows) == 5 and rows["Which KL annealing? (val/psnr)"][3] == "not measured here"
 
 
@@ -315,9 +325,9 @@ def test_optuna_study_rebuilt_or_loaded(fake: Path) -> None:
         "kl_anneal_type": optuna.distributions.CategoricalDistribution(["Cyclical", "None"])}))
     study, source = optuna_study(fake)
     assert source.startswith("optuna.db") and len(study.trials) == 1
-    assert "Source: optuna.db" in build_report(fake).read_text()
-    assert "fig-importance" not in build_report(fake).read_text().split('id="search"')[1].split("</section>")[0] \
-        .replace('id="note-importance"', "")
+    text = build_report(fake).read_text()
+    assert "Source: optuna.db" in text
+    assert "fig-importance" not in text.split('id="search"')[1].split("</section>")[0].replace('id="note-importance"', "")
 
 
 def test_importance_needs_two_completed(tmp_path: Path) -> None:

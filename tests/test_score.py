@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import PYTHON, ROOT
 from cvae.score import CAP_DB, main
 from cvae.submission import HEADER, SEQ_FRAMES, VALUES, read_submission, write_submission
 from split_helpers import true_frames, write_split
+from study_helpers import PYTHON, ROOT
 
 
 def rows_of(n_seq: int, seed: int = 0, low: int = 0) -> np.ndarray:
@@ -146,6 +146,7 @@ def test_write_and_read_are_fast_and_exact(tmp_path: Path) -> None:
     assert wrote < 10 and read < 20, (wrote, read)  # ~0.3 s and ~1.4 s on an idle 2-core machine
 
 
+@pytest.mark.slow  # two interpreters
 def test_the_commands_as_a_user_types_them(good: list[str], tmp_path: Path) -> None:
     sub = tmp_path / "submission.csv"
     sub.write_text("\n".join(good) + "\n")

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT
 from cvae.config import Config, ConfigError
 from cvae.data import Dataset, Frames, load_dataset
 from cvae.model import CVAE
@@ -15,6 +14,7 @@ from cvae.checkpoint import CheckpointError, epoch_dirs, latest_good_checkpoint,
 from cvae.evaluate import load_model, validate
 from cvae.metrics import CONTRACT, METRIC_NAMES
 from cvae.train import run, seed_everything
+from study_helpers import PYTHON, ROOT
 
 
 

@@ -11,7 +11,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from study_helpers import CONTRACT, SMOKE, result_rows, run_cli, study_cmd, trial_dirs
+from study_helpers import CONTRACT, PYTHON, StudyRun, result_rows, trial_dirs
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
                                         reason="tensorboard is in the [ui] and [dev] extras")
@@ -20,18 +20,10 @@ optuna_dashboard = pytest.importorskip("optuna_dashboard", reason="optuna-dashbo
 TB_PREFIX = "ray/tune/"  # Ray Tune's TensorBoard logger files every metric under this tag prefix
 
 
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    cwd = tmp_path_factory.mktemp("ui-study")
-    r = run_cli(study_cmd(SMOKE), cwd, cache_dir)
-    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return cwd / "results" / "smoke"
-
-
 @pytest.mark.ray
 @pytest.mark.slow
-def test_tensorboard_events_hold_every_trials_metrics(smoke_study: Path) -> None:
-    for trial in trial_dirs(smoke_study):
+def test_tensorboard_events_hold_every_trials_metrics(smoke_study: StudyRun) -> None:
+    for trial in trial_dirs(smoke_study.exp):
         (events,) = trial.glob("events.out.tfevents.*")
         acc = event_accumulator.EventAccumulator(str(events), size_guidance={event_accumulator.SCALARS: 0})
         acc.Reload()
@@ -47,8 +39,8 @@ def test_tensorboard_events_hold_every_trials_metrics(smoke_study: Path) -> None
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_optuna_dashboard_serves_the_study(smoke_study: Path) -> None:
-    app = optuna_dashboard.wsgi(f"sqlite:///{smoke_study / 'optuna.db'}")
+def test_optuna_dashboard_serves_the_study(smoke_study: StudyRun) -> None:
+    app = optuna_dashboard.wsgi(f"sqlite:///{smoke_study.exp / 'optuna.db'}")
     environ: dict = {"PATH_INFO": "/api/studies", "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
     setup_testing_defaults(environ)
     status: list[str] = []
@@ -61,6 +53,6 @@ def test_optuna_dashboard_serves_the_study(smoke_study: Path) -> None:
 @pytest.mark.slow
 def test_the_viewers_commands_exist() -> None:
     for cmd in (["tensorboard", "--version_tb"], ["optuna-dashboard", "--version"]):
-        exe = Path(__import__("sys").executable).parent / cmd[0]
+        exe = Path(PYTHON).parent / cmd[0]
         r = subprocess.run([str(exe), *cmd[1:]], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]

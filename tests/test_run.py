@@ -1,17 +1,15 @@
-"""`python -m study.run`: bad input refused before Ray, and (marked ray) real studies end to end:
-results on disk, best.toml, resume after SIGKILL, --fresh, a diverged trial, the dashboard's token."""
+"""`python -m study.run` (study.run): bad input refused before Ray, results refused to be overwritten,
+how many trials fit the cluster, and (marked ray) real studies end to end: results on disk, resume
+after SIGKILL, a crashed trial retried, --fresh, --smoke-test, a diverged trial, the dashboard's token
+and GPUs Ray is told of."""
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import logging
 import math
-import pickle
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import types
 import urllib.error
@@ -20,30 +18,15 @@ from pathlib import Path
 
 import optuna
 import pytest
-from ray import tune
 
-from conftest import ROOT
-from cvae.config import Config, load_config
 from cvae.checkpoint import verify_checkpoint
-from cvae.train import run
+from cvae.config import load_config
 from study import run as study_run
-from fake_results import OBJECTIVE_WINNER, write_fake_study, write_objective_study
-from study.analyze import read_study
-from study.results import read_results
-from study.tables import analyze, ranking, setting_label, winner
-from study.best import conclude
-from study.callbacks import ReportCallback
-from study.place import Place
-from study.report import build_report, frames
 from study.run import main, refusal, trials_that_fit
-from study.space import SeedRepeater, optuna_search
 from study.spec import load_spec, smoke_spec
-from study.trainable import _restorable, gpu_assignment, trial_config, trial_threads
-from study_helpers import (CONTRACT, SMOKE, checkpoints, kill_session, kill_trial_workers, overlap, ray_head, result_rows,
-                           run_cli, start_cli, study_cmd, tail, trial_dirs, trial_span, trial_statuses, wait_for,
-                           write_study)
-
-RAY_BIN = Path(sys.executable).parent / "ray"
+from study_helpers import (CONTRACT, RAY_BIN, ROOT, SMOKE, StudyRun, checkpoints, copy_of, kill_session,
+                           kill_trial_workers, overlap, ray_head, result_rows, run_cli, start_cli, study_cmd, tail,
+                           trial_dirs, trial_span, trial_statuses, wait_for, wait_for_first_checkpoint, write_study)
 
 
 # -- bad input: exit 2 before Ray, nothing under results/ ----------------------------------------
@@ -141,23 +124,6 @@ def test_foreign_folder_is_not_overwritten(tmp_path: Path, capsys: pytest.Captur
     assert (exp / "notes.txt").read_text() == "mine"
 
 
-def test_study_state_and_move_aside(tmp_path: Path) -> None:
-    place = Place(tmp_path / "s")
-    exp = place.exp_dir
-    assert place.state() == "new"
-    exp.mkdir()
-    (exp / "study.toml").write_text("")
-    assert place.state() == "stale"
-    (exp / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
-    assert place.state() == "unfinished"
-    (exp / "finished.json").write_text("{}")
-    assert place.state() == "finished"
-    aside = Path(place.move_aside())
-    assert not exp.exists() and aside.name.startswith("s.old-") and (aside / "finished.json").exists()
-    exp.write_text("a file")
-    assert place.state() == "foreign"
-
-
 # -- resources: GPUs, and how many trials at once -------------------------------------------------
 def test_max_concurrent_defaults_to_what_the_cluster_holds() -> None:
     assert trials_that_fit({"CPU": 2.0}, 1) == 2  # the shipped CPU studies' 2 at a time, on 2 cores
@@ -192,18 +158,6 @@ def test_gpu_study_on_a_cluster_without_gpus_exits_2_before_any_trial(tmp_path: 
     assert err == f"error: {study}: study.gpus_per_trial: 0.5 asked for, but the Ray cluster has 0 GPUs (2 CPUs)\n"
 
 
-@pytest.mark.filterwarnings("ignore:`get_trial_resources`")
-def test_a_trial_uses_only_the_gpus_ray_gave_it() -> None:
-    spec = load_spec(SMOKE)
-    assert spec.base_config().train.device == "auto"
-    # no GPU reserved: "auto" trains on the CPU, even on a machine with a GPU (Ray did not give it one)
-    assert trial_config(spec, {}, threads=1).train.device == "cpu"
-    shared = dataclasses.replace(spec, gpus_per_trial=0.5)
-    assert trial_config(shared, {}, threads=1).train.device == "auto"  # the GPU Ray assigned, if CUDA is there
-    # outside Ray: no ids, and the share the study asks for
-    assert gpu_assignment(0.5) == {"gpu_ids": [], "resources/gpu": 0.5}
-
-
 # -- pieces of the runner ------------------------------------------------------------------------
 def test_smoke_spec_is_small_and_separate(tmp_path: Path) -> None:
     from cvae.config import smoke_config
@@ -222,158 +176,6 @@ def test_smoke_spec_is_small_and_separate(tmp_path: Path) -> None:
     assert load_spec(copy).name == "kl-smoke" and load_spec(copy).base_config() == smoke.base_config()
 
 
-# -- the live report ------------------------------------------------------------------------------
-@pytest.fixture
-def fake(tmp_path: Path) -> Path:
-    return write_fake_study(tmp_path)
-
-
-def test_report_callback_follows_a_moved_study(fake: Path, tmp_path: Path) -> None:
-    """After Tuner.restore of a moved folder the pickled callback's path is stale; Tune's trials know."""
-    cb = pickle.loads(pickle.dumps(ReportCallback(tmp_path / "old-place", background=False)))
-    trial = next(p for p in fake.iterdir() if (p / "params.json").is_file())
-    cb.on_trial_complete(iteration=1, trials=[], trial=types.SimpleNamespace(path=str(trial)))
-    assert cb.study_dir == str(fake.resolve()) and (fake / "report.html").is_file()
-
-
-def test_report_callback(fake: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
-    from ray.tune import Callback
-
-    cb = ReportCallback(fake, background=False)
-    assert isinstance(cb, Callback)
-    clone = pickle.loads(pickle.dumps(cb))
-    assert type(clone) is ReportCallback and clone.study_dir == str(fake.resolve()) and not clone.background
-    clone.on_trial_complete(iteration=1, trials=[], trial="t1")
-    assert (fake / "report.html").is_file() and str(fake / "report.html") in capsys.readouterr().out
-    (fake / "report.html").unlink()
-    clone.on_trial_error(iteration=2, trials=[], trial="t2")
-    assert (fake / "report.html").is_file()
-    broken = ReportCallback(fake / "missing", background=False)
-    with caplog.at_level(logging.ERROR, logger="study.callbacks"):
-        broken.on_trial_complete(iteration=1, trials=[], trial="t3")  # logged, never raised
-    assert "rebuilding the report" in caplog.text
-
-
-@pytest.mark.slow  # starts report builds as subprocesses
-def test_report_callback_builds_in_the_background(fake: Path, caplog: pytest.LogCaptureFixture,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """The default: a trial's end starts `python -m study.report` and returns at once; ends while it
-    runs are coalesced into one more build, started no sooner than min_interval_s after the last."""
-    cb = pickle.loads(pickle.dumps(ReportCallback(fake, min_interval_s=3600)))  # as Tune restores it
-    assert cb.background and cb.min_interval_s == 3600
-    cb.on_trial_complete(iteration=1, trials=[], trial="t1")
-    first = cb._proc[0]
-    assert first.poll() is None  # still building: the Tune loop did not wait
-    cb.on_trial_complete(iteration=2, trials=[], trial="t2")
-    cb.on_trial_error(iteration=3, trials=[], trial="t3")
-    assert cb._proc[0] is first and cb._pending == "trial t3 errored"  # one build at a time, the latest reason
-    assert pickle.loads(pickle.dumps(cb))._proc is None  # a running build never goes into Tune's state
-    first.wait(timeout=120)
-    cb.on_step_end(iteration=4, trials=[])
-    assert cb._proc is None and cb._pending == "trial t3 errored"  # collected; the next waits for the interval
-    assert "report updated (trial t1 completed)" in capsys.readouterr().out
-    assert (fake / "report.html").is_file()
-    cb.wait()  # e.g. a caller with no final build of its own: the pending build runs now
-    assert cb._proc is None and cb._pending is None and cb.min_interval_s == 3600
-    assert "report updated (trial t3 errored)" in capsys.readouterr().out
-
-    cb.on_trial_complete(iteration=5, trials=[], trial="t5")  # within the interval: only pending
-    assert cb._proc is None and cb._pending == "trial t5 completed"
-    cb.on_experiment_end(trials=[])  # study.run builds the final report itself: pending dropped
-    assert cb._pending is None and "t5" not in capsys.readouterr().out
-
-    broken = ReportCallback(fake / "missing", min_interval_s=0)
-    with caplog.at_level(logging.ERROR, logger="study.callbacks"):
-        broken.on_trial_complete(iteration=1, trials=[], trial="t4")
-        broken.wait()
-    assert "rebuilding the report" in caplog.text and "no such results dir" in caplog.text
-
-
-# -- one ranking: best.toml, the report, the console and Optuna agree --------------------------------
-def _optuna_best(exp: Path) -> str:
-    """The setting Optuna's best trial names when the SeedRepeater replays the study's results."""
-    spec = load_spec(exp / "study.toml")
-    storage = optuna.storages.InMemoryStorage()
-    rep = SeedRepeater(optuna_search(spec, storage), spec.seeds, spec.objective)
-    rows = {}
-    for d in sorted(p for p in exp.iterdir() if (p / "params.json").is_file()):
-        params = json.loads((d / "params.json").read_text())
-        rows[tuple(sorted(params.items()))] = read_results(d / "result.json").to_dicts()
-    for n in range(spec.num_trials):
-        config = rep.suggest(f"t{n}")
-        for row in rows[tuple(sorted(config.items()))]:
-            rep.on_trial_result(f"t{n}", row)
-        rep.on_trial_complete(f"t{n}", row)
-    best = optuna.load_study(study_name=spec.name, storage=storage).best_trial
-    assert best.intermediate_values  # Optuna's intermediate-value plot has curves
-    return setting_label(best.params, read_study(exp).searched)
-
-
-@pytest.mark.parametrize("objective", ["best", "last"])
-def test_one_ranking_everywhere(objective: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
-    """Best-epoch and last-epoch rankings differ here: best.toml, the console, the report's best
-    configuration, its frame strip and Optuna's best trial all name the objective's winner."""
-    exp = write_objective_study(tmp_path, objective)
-    want = OBJECTIVE_WINNER[objective]
-    top = winner(ranking(analyze(exp), read_study(exp)))
-    assert top["setting"] == want and top["complete"]
-    ckpt = exp / top["best_checkpoint"]
-    assert ckpt.is_dir() and json.loads((ckpt / "manifest.json").read_text())["epoch"] == top["best_epoch"]
-    assert top["best_epoch"] == (1 if objective == "best" else 5)  # the epoch the objective picked
-
-    assert conclude(exp)["setting"] == want
-    out = capsys.readouterr().out
-    assert f"best configuration (val/psnr (max) at each trial's {objective} epoch): kl_anneal_type = " \
-           f"{want.split('=')[1]}" in out and f"checkpoint: {ckpt}" in out
-    best_toml = (exp / "best.toml").read_text()
-    assert f"# Best checkpoint: {ckpt}\n" in best_toml
-    assert load_config(exp / "best.toml").train.kl_anneal_type == want.split("=")[1]
-
-    drawn: list[Path] = []
-
-    def rollout(path: Path) -> dict:
-        drawn.append(path)
-        raise FileNotFoundError("no weights in the fake")
-
-    monkeypatch.setattr(frames, "rollout", rollout)
-    summary = build_report(exp).read_text().split('<section id="summary">')[1].split("</section>")[0]
-    assert f"Best configuration</b>: {want}," in summary
-    assert drawn == [ckpt]  # the frame strip draws the ranked checkpoint
-    assert _optuna_best(exp) == want
-
-
-@pytest.mark.filterwarnings("ignore:`get_trial_resources`")
-def test_trial_config_and_threads_outside_tune() -> None:
-    spec = load_spec(SMOKE)
-    assert trial_threads(1.5) == 1 and trial_threads(2) == 2
-    cfg = trial_config(spec, {"tfr": 0.25, "kl_anneal_type": "None", "seed": 7}, threads=1)
-    assert cfg.train.tfr == 0.25 and cfg.train.kl_anneal_type == "None" and cfg.train.seed == 7
-    assert cfg.train.threads == 1 and cfg.model.F_dim == 16
-
-
-def test_corrupt_checkpoint_restarts_the_trial_from_scratch(tmp_path: Path, cache_dir: Path,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
-    cfg = Config.from_dict({
-        "model": {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16},
-        "data": {"video_len": 4, "val_video_len": 8, "synthetic_train_videos": 1, "synthetic_train_frames": 16,
-                 "cache_dir": str(cache_dir)},
-        "train": {"epochs": 1, "max_steps_per_epoch": 1, "threads": 1},
-    })
-    summary = run(cfg, None, tmp_path / "ckpt")
-    ckpt = tune.Checkpoint.from_directory(str(summary.checkpoint))
-    ckpt.set_metadata({"cpu_s": 3.5})
-    with contextlib.ExitStack() as stack:
-        path, cpu = _restorable(ckpt, stack, "t0")
-        assert path == summary.checkpoint and cpu == 3.5
-    state = summary.checkpoint / "state.pt"
-    state.write_bytes(state.read_bytes()[:-100])  # truncated, as by a crash mid-write
-    with caplog.at_level(logging.ERROR), contextlib.ExitStack() as stack:
-        path, cpu = _restorable(ckpt, stack, "t0")
-    assert path is None and cpu == 3.5
-    assert "corrupt" in caplog.text and "from scratch" in caplog.text
-
-
 def test_report_problems_never_fail_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture) -> None:
     def build_report(study_dir: Path) -> Path:
@@ -390,21 +192,11 @@ def _finite(v: object) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """search_spaces/smoke.toml run once as a user types it, in a fresh folder."""
-    cwd = tmp_path_factory.mktemp("smoke-study")
-    r = run_cli(study_cmd(SMOKE), cwd, cache_dir)
-    assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-4000:]}"
-    return cwd, r
-
-
 @pytest.mark.ray
 @pytest.mark.slow
-def test_smoke_study_end_to_end(smoke_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    cwd, r = smoke_run
+def test_smoke_study_end_to_end(smoke_study: StudyRun) -> None:
+    exp, r = smoke_study.exp, smoke_study.proc
     spec = load_spec(SMOKE)
-    exp = cwd / "results" / "smoke"
     trials = trial_dirs(exp)
     assert len(trials) == spec.num_trials
     epochs = spec.base_config().train.epochs
@@ -435,32 +227,9 @@ def test_smoke_study_end_to_end(smoke_run: tuple[Path, subprocess.CompletedProce
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_best_toml_reruns_the_trial_exactly(smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
-                                            cache_dir: Path) -> None:
-    cwd, _ = smoke_run
-    best = cwd / "results" / "smoke" / "best.toml"
-    text = best.read_text()
-    ckpt = re.search(r"^# Best checkpoint: (.+)$", text, re.M)
-    assert ckpt and Path(ckpt.group(1)).is_dir()
-    verify_checkpoint(ckpt.group(1))
-    cfg = load_config(best)
-    assert cfg.model.F_dim == 16 and cfg.train.threads == 1  # the trial's cpus_per_trial
-    assert cfg.train.device == "auto" and "device =" not in text  # where the trial ran is not a setting
-    r = run_cli([sys.executable, "-m", "cvae.train", "--config", str(best), "--out", str(cwd / "rerun")], cwd, cache_dir)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.splitlines()[0] == "threads: 1 ([train] threads)"
-    trial = Path(ckpt.group(1)).parent
-    want = [(row["epoch"], row["train/loss"], row["val/psnr"]) for row in result_rows(trial)]
-    rows = [json.loads(line) for line in (cwd / "rerun" / "metrics.jsonl").read_text().splitlines()]
-    assert [(row["epoch"], row["train/loss"], row["val/psnr"]) for row in rows] == want  # to the last bit
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_finished_study_refused_then_fresh_moves_it_aside(smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
+def test_finished_study_refused_then_fresh_moves_it_aside(smoke_study: StudyRun, tmp_path: Path,
                                                          cache_dir: Path) -> None:
-    cwd, _ = smoke_run  # runs last among the smoke_run tests: it moves that study aside
-    exp = cwd / "results" / "smoke"
+    cwd, exp, _ = copy_of(smoke_study, tmp_path / "copy")  # --fresh moves the study aside: the session's stays
     old_trials = {p.name for p in trial_dirs(exp)}
     r = run_cli(study_cmd(SMOKE), cwd, cache_dir, timeout=120)
     assert r.returncode == 2 and "--fresh" in r.stderr
@@ -481,8 +250,7 @@ def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path,
     log = tmp_path / "first.log"
     proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
     try:
-        wait_for(lambda: exp.is_dir() and any(checkpoints(t) for t in trial_dirs(exp)), 240,
-                 "a first trial checkpoint", proc, log)
+        wait_for_first_checkpoint(exp, proc, log)
     finally:
         kill_session(proc)
     statuses = trial_statuses(exp)
@@ -543,12 +311,8 @@ def test_smoke_test_flag_shrinks_a_real_study(tmp_path: Path, cache_dir: Path) -
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_diverged_trial_ends_marked_and_the_study_completes(tmp_path: Path, cache_dir: Path) -> None:
-    study = write_study(tmp_path / "diverge.toml", study={"name": "diverge", "num_samples": 1},
-                        search={"sampler": "grid"}, space={"lr": {"choices": [1e-3, 1e30]}})
-    r = run_cli(study_cmd(study), tmp_path, cache_dir)
-    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
-    exp = tmp_path / "results" / "diverge"
+def test_diverged_trial_ends_marked_and_the_study_completes(diverged_study: StudyRun) -> None:
+    exp, r = diverged_study.exp, diverged_study.proc
     by_lr = {json.loads((t / "params.json").read_text())["lr"]: t for t in trial_dirs(exp)}
     assert sorted(by_lr) == [1e-3, 1e30]
     last = result_rows(by_lr[1e30])[-1]
