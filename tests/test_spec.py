@@ -98,9 +98,26 @@ def test_lab_studies_are_the_lab_on_a_gpu(name: str) -> None:
     cfg = lab.base_config()
     assert cfg.model.dims == (128, 32, 12, 192) and (cfg.data.frame_H, cfg.data.frame_W) == (32, 64)
     assert (cfg.data.video_len, cfg.data.val_video_len, cfg.train.epochs) == (16, 630, 30)
-    assert cfg.data.root == str((ROOT / "LAB4_Dataset").resolve())  # the real dataset, relative to the file
+    # no root: the embedded lab-style stand-in at the lab's size (issue 19's statistics); a user sets root
+    assert cfg.data.root is None and cfg.data.synthetic_style == "lab"
     assert lab.gpus_per_trial == 0.25 and lab.max_concurrent is None  # 4 per GPU; the cluster sets how many
     assert [p.name for p in lab.space] == [p.name for p in cpu.space]  # the same question as the CPU study
+
+
+@pytest.mark.parametrize("name", ["kl", "tfr", "fast_train"])
+def test_a_lab_study_with_its_root_set_and_missing_is_refused(name: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from study.run import main
+
+    text = (LAB / f"{name}.toml").read_text(encoding="utf-8").replace('# root = "../../LAB4_Dataset"', 'root = "../../LAB4_Dataset"')
+    assert tomllib.loads(text)["data"]["root"] == "../../LAB4_Dataset"  # the line a user uncomments
+    study = tmp_path / "search_spaces" / "lab" / f"{name}.toml"
+    study.parent.mkdir(parents=True)
+    study.write_text(text, encoding="utf-8")
+    assert main([str(study), "--storage", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {study}: data.root: ") and str(tmp_path / "LAB4_Dataset") in err, err
+    assert not (tmp_path / "results").exists()
 
 
 # --- a valid study in detail -----------------------------------------------------------------------
