@@ -52,6 +52,7 @@ video_len = 4
 val_video_len = {val}
 synthetic_train_videos = 2
 synthetic_train_frames = 16
+synthetic_test_sequences = 0
 """
 STUDY = """\
 # fake: a hand-made kl study for the analysis and report tests

@@ -2,7 +2,7 @@
 free, and a resumed run keeps the count it started with (cvae.cli.with_threads)."""
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
 import time
 from pathlib import Path
 
@@ -10,27 +10,23 @@ from cvae.checkpoint import save_checkpoint
 from cvae.cli import with_threads
 from cvae.config import Config
 from cvae.device import available_cpus, busy_cpus, choose_threads
+from study_helpers import PYTHON
 
-
-def _spin(until: float) -> None:
-    while time.time() < until:
-        pass
+# in a bare interpreter: no torch to import
+SPIN = "import time\nend = time.time() + 20\nwhile time.time() < end:\n    pass\n"
 
 
 def test_busy_cores_leave_fewer_threads() -> None:
     cpus = available_cpus()
-    ctx = multiprocessing.get_context("spawn")
-    spinners = [ctx.Process(target=_spin, args=(time.time() + 20,), daemon=True) for _ in range(2)]
-    for p in spinners:
-        p.start()
+    spinners = [subprocess.Popen([PYTHON, "-c", SPIN]) for _ in range(2)]
     try:
-        time.sleep(1.0)  # spawned interpreters start, then spin
+        time.sleep(1.0)  # the interpreters start, then spin
         busy = busy_cpus()
         choice = choose_threads()
     finally:
         for p in spinners:
             p.terminate()
-            p.join()
+            p.wait()
     assert busy is not None and busy >= 2
     assert 1 <= choice.threads <= max(1, cpus - 2) and choice.cpus == cpus
     assert f"{choice.threads} free" in choice.why

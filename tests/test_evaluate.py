@@ -33,7 +33,7 @@ def small(cache: Path, val: int = 40) -> Config:
     return Config.from_dict({
         "model": {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16},
         "data": {"video_len": 4, "val_video_len": val, "synthetic_train_videos": 1,
-                 "synthetic_train_frames": 8, "cache_dir": str(cache)},
+                 "synthetic_train_frames": 8, "synthetic_test_sequences": 0, "cache_dir": str(cache)},
     })
 
 

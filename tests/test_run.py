@@ -86,7 +86,8 @@ def smoke_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_study(tmp_path_factory.mktemp("study") / "smoke.toml", data={"synthetic_test_sequences": 0})
 
 
-def test_finished_study_is_refused_with_a_hint(smoke_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_finished_study_is_refused_with_a_hint(smoke_file: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     exp = tmp_path / "results" / "smoke"
     _fake_experiment(exp, finished=True, study_text=smoke_file.read_text())
     for flags in ([], ["--resume"]):
@@ -96,19 +97,23 @@ def test_finished_study_is_refused_with_a_hint(smoke_file: Path, tmp_path: Path,
     assert sorted(p.name for p in exp.iterdir()) == ["finished.json", "study.toml", "tuner.pkl"]
 
 
-def test_resume_needs_something_to_resume(smoke_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_needs_something_to_resume(smoke_file: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(smoke_file), "--storage", str(tmp_path / "results"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_changed_study_file_is_not_resumed(smoke_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_changed_study_file_is_not_resumed(smoke_file: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     exp = tmp_path / "results" / "smoke"
-    _fake_experiment(exp, finished=False, study_text=smoke_file.read_text().replace("num_samples = 3", "num_samples = 5"))
+    changed = smoke_file.read_text().replace("num_samples = 3", "num_samples = 5")
+    _fake_experiment(exp, finished=False, study_text=changed)
     assert main([str(smoke_file), "--storage", str(tmp_path / "results")]) == 2
     assert "changed since" in capsys.readouterr().err
 
 
-def test_foreign_folder_is_not_overwritten(smoke_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_foreign_folder_is_not_overwritten(smoke_file: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     exp = tmp_path / "results" / "smoke"
     exp.mkdir(parents=True)
     (exp / "notes.txt").write_text("mine")

@@ -22,7 +22,7 @@ def tiny(cache: Path, **train: object) -> Config:
     return Config.from_dict({
         "model": {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16},
         "data": {"video_len": 4, "val_video_len": 8, "synthetic_train_videos": 1,
-                 "synthetic_train_frames": 16, "cache_dir": str(cache)},
+                 "synthetic_train_frames": 16, "synthetic_test_sequences": 0, "cache_dir": str(cache)},
         "train": {"epochs": 2, "batch_size": 2, "max_steps_per_epoch": 2, "threads": 1, **train},
     })
 

@@ -57,7 +57,7 @@ def test_corrupt_checkpoint_restarts_the_trial_from_scratch(tmp_path: Path, cach
     cfg = Config.from_dict({
         "model": {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16},
         "data": {"video_len": 4, "val_video_len": 8, "synthetic_train_videos": 1, "synthetic_train_frames": 16,
-                 "cache_dir": str(cache_dir)},
+                 "synthetic_test_sequences": 0, "cache_dir": str(cache_dir)},
         "train": {"epochs": 1, "max_steps_per_epoch": 1, "threads": 1},
     })
     summary = run(cfg, None, tmp_path / "ckpt")
