@@ -45,7 +45,7 @@ def with_threads(cfg: Config, resume: Path | None = None) -> tuple[Config, str]:
         started = load_config_of(resume).train.threads
         if started is not None:
             return cfg.replace(train={"threads": started}), f"threads: {started} (as the run started with)"
-    choice = choose_threads()
+    choice = choose_threads(cfg.model.F_dim * cfg.data.frame_H * cfg.data.frame_W)
     return cfg.replace(train={"threads": choice.threads}), f"threads: {choice.threads} ({choice.why}; [train] threads sets it)"
 
 

@@ -28,19 +28,28 @@ def available_cpus() -> int:
 
 
 def busy_cpus(samples: int = 5, interval_s: float = 0.05) -> float | None:
-    """How many CPUs other work keeps busy now: the machine's runnable tasks (/proc/loadavg's
-    instantaneous count) beyond this process, the median of a few samples (None off Linux)."""
+    """How many CPUs other work keeps busy: the larger of the machine's runnable tasks beyond this
+    process now (/proc/loadavg's instantaneous count, the median of a few samples) and its 1-minute
+    load average (a short sample misses work that waits on I/O between bursts). None off Linux."""
     counts = []
+    load = 0.0
     for i in range(samples):
         try:
             with open("/proc/loadavg", encoding="ascii") as f:
-                running = int(f.read().split()[3].split("/")[0])
+                fields = f.read().split()
+            load, running = float(fields[0]), int(fields[3].split("/")[0])
         except (OSError, ValueError, IndexError):
             return None
         counts.append(max(running - 1, 0))  # the reading process is one of them
         if i + 1 < samples:
             time.sleep(interval_s)
-    return float(statistics.median(counts))
+    return max(float(statistics.median(counts)), round(load, 1))
+
+
+# At the studies' size and below (F_dim x frame_H x frame_W of 32 x 16 x 32) a training step is
+# overhead-bound: benchmarks/throughput.py --busy 0 measured 39 frames/s with 1 thread and 2.4 with 2
+# on this 2-core machine (2026-12-02, other work on it at load ~1.6), so a run that small takes one.
+SMALL_WORK = 32 * 16 * 32
 
 
 @dataclass(frozen=True)
@@ -50,9 +59,12 @@ class ThreadChoice:
     threads: int
     cpus: int  # the CPUs this process may use (available_cpus)
     busy: float | None  # of the machine's CPUs, how many other work keeps busy (busy_cpus)
+    small: bool = False  # a model and frame size at or under SMALL_WORK: one thread measured fastest
 
     @property
     def why(self) -> str:
+        if self.small:
+            return "a model this small trains fastest on one thread (benchmarks/throughput.py --busy)"
         if self.busy is None:
             return f"the {self.cpus} CPUs this process may use"
         return f"{self.cpus} CPUs, {self.busy:g} busy with other work: {self.threads} free"
@@ -62,12 +74,15 @@ class ThreadChoice:
         return self.threads
 
 
-def choose_threads() -> ThreadChoice:
-    """Never more threads than the CPUs that are free: OpenMP threads on busy cores spin against the
-    other work (a 2-thread run beside a loaded `make test` took 100 s a step, 1 thread seconds);
+def choose_threads(work: int | None = None) -> ThreadChoice:
+    """A single run's threads: one for a small run (work = F_dim x frame_H x frame_W at or under
+    SMALL_WORK), else never more than the CPUs that are free: OpenMP threads on busy cores spin against
+    the other work (a 2-thread run beside a loaded `make test` took 100 s a step, 1 thread seconds);
     benchmarks/throughput.py --busy N measures both."""
     cpus = available_cpus()
     busy = busy_cpus()
+    if work is not None and work <= SMALL_WORK:
+        return ThreadChoice(1, cpus, busy, small=True)
     free = cpus if busy is None else min(cpus, max(1, cpus - round(busy)))
     return ThreadChoice(free, cpus, busy)
 

@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.threads is None:
-        choice = choose_threads()
+        choice = choose_threads(cfg.model.F_dim * size[0] * size[1])
         threads, why = choice.threads, f"{choice.why}; --threads sets it"
     else:
         threads, why = args.threads, "--threads"

@@ -41,3 +41,15 @@ def test_threads_set_in_the_config_win_and_a_resume_keeps_its_start(tmp_path: Pa
     ckpt = save_checkpoint(tmp_path / "epoch_0000", {"epoch": 0}, unset.replace(train={"threads": 7}), None)
     cfg, line = with_threads(unset, ckpt)
     assert cfg.train.threads == 7 and line == "threads: 7 (as the run started with)"
+
+
+def test_a_run_at_the_studies_size_takes_one_thread() -> None:
+    from cvae.device import SMALL_WORK
+
+    small = choose_threads(32 * 16 * 32)
+    assert small.threads == 1 and small.small and "one thread" in small.why and 32 * 16 * 32 <= SMALL_WORK
+    lab = choose_threads(128 * 32 * 64)  # the lab's size is compute-bound: the free CPUs
+    assert not lab.small and 1 <= lab.threads <= available_cpus()
+    cfg, line = with_threads(Config().replace(model={"F_dim": 32, "L_dim": 8, "N_dim": 4, "D_out_dim": 48},
+                                              data={"frame_H": 16, "frame_W": 32}))
+    assert cfg.train.threads == 1 and "trains fastest on one thread" in line
