@@ -36,7 +36,7 @@ def write_study(path: Path, name: str, args: argparse.Namespace, asha: bool, cac
                   "max_concurrent": 2, "cpus_per_trial": 1},
         "search": search,
         "model": {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16},
-        "data": {"video_len": video_len, "val_video_len": 32, "synthetic_train_videos": 2,
+        "data": {"synthetic_test_sequences": 0, "video_len": video_len, "val_video_len": 32, "synthetic_train_videos": 2,
                  "synthetic_train_frames": args.steps * video_len, "cache_dir": str(cache)},
         "train": {"epochs": args.epochs, "max_steps_per_epoch": args.steps, "val_every": 1},
         "space": {"tfr": {"low": 0.0, "high": 1.0},

@@ -33,7 +33,7 @@ LAB = (128, 32, 12, 192)
 def trial_config(dims: tuple[int, ...], steps: int, precision: str, device: str, cache: str | None) -> Config:
     return Config.from_dict({
         "model": dict(zip(("F_dim", "L_dim", "N_dim", "D_out_dim"), dims)),
-        "data": {"video_len": 16, "val_video_len": 16, "synthetic_train_videos": 4, "synthetic_train_frames": 128,
+        "data": {"synthetic_test_sequences": 0, "video_len": 16, "val_video_len": 16, "synthetic_train_videos": 4, "synthetic_train_frames": 128,
                  **({"cache_dir": cache} if cache else {})},
         "train": {"epochs": 3, "batch_size": 2, "max_steps_per_epoch": steps, "val_every": 100, "lr": 1e-3,
                   "precision": precision, "device": device, "threads": 1},

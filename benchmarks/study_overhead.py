@@ -45,7 +45,7 @@ def write_study(path: Path, name: str, trials: int, epochs: int, steps: int, dim
         "search": {"sampler": "grid", "max_failures": 0},
         "model": dict(zip(("F_dim", "L_dim", "N_dim", "D_out_dim"), dims)),
         # Exactly `steps` batches of 2 sequences per epoch.
-        "data": {"video_len": video_len, "val_video_len": 48, "synthetic_train_videos": 2,
+        "data": {"synthetic_test_sequences": 0, "video_len": video_len, "val_video_len": 48, "synthetic_train_videos": 2,
                  "synthetic_train_frames": steps * video_len, "cache_dir": str(cache)},
         "train": {"epochs": epochs, "max_steps_per_epoch": steps, "val_every": 1},
         "space": {"tfr": {"choices": [round(i / max(trials - 1, 1), 4) for i in range(trials)]}},

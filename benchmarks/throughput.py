@@ -170,7 +170,7 @@ def _spin(until: float) -> None:
 
 def bench_busy(n_busy: int, steps: int, max_s: float) -> None:
     """Training frames/s at the studies' size with 1 and 2 threads while n_busy processes spin."""
-    data = load_dataset(DataConfig(frame_H=16, frame_W=32, video_len=8, val_video_len=16,
+    data = load_dataset(DataConfig(frame_H=16, frame_W=32, video_len=8, val_video_len=16, synthetic_test_sequences=0,
                                    synthetic_train_videos=4, synthetic_train_frames=64, synthetic_dancers=1))
     ctx = multiprocessing.get_context("spawn")
     busy = [ctx.Process(target=_spin, args=(time.time() + max_s,), daemon=True) for _ in range(n_busy)]
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(threads)
     dims_list = [tuple(int(x) for x in d.split(",")) for d in args.dims] if args.dims else [LAB, SMALL]
     cfg = DataConfig(root=str(Path(args.data).resolve()) if args.data else None, video_len=args.video_len,
+                     synthetic_test_sequences=0,
                      val_video_len=max(args.rollout_frames, 2))
     data = load_dataset(cfg)
 

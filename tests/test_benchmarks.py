@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from study_helpers import PYTHON, ROOT
+from study_helpers import PYTHON, ROOT, scaled
 
 
 def _run(args: list[str], cache: Path, tmp: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {"CVAE_CACHE": str(cache), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp)}
-    return subprocess.run([PYTHON, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([PYTHON, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=scaled(timeout))
 
 
 @pytest.mark.slow
