@@ -228,7 +228,9 @@ class DriverLock:
     def _claim_remote(self) -> None:
         """Take a URI study: refuse another live driver's mark (unless steal), upload ours, read it back."""
         other = self._remote_mark()
-        if other is not None and not other.is_mine() and time.time() - other.heartbeat < STALE_S and not self.steal:
+        # A mark from this host is a dead driver's: a live one here would hold the flock we now hold.
+        elsewhere = other is not None and other.host != socket.gethostname()
+        if other is not None and elsewhere and time.time() - other.heartbeat < STALE_S and not self.steal:
             raise DriverBusy(self._busy(other, "") + f"; if that driver is dead (its heartbeat stops: "
                              f"{time.time() - other.heartbeat:.0f} s ago now, stale after {STALE_S:.0f} s), "
                              f"rerun with --steal-lock")

@@ -78,6 +78,10 @@ def test_a_uri_study_is_locked_between_machines_unless_stolen(tmp_path: Path, mo
     assert Mark.parse((tmp_path / "bucket" / "s" / DRIVER).read_text()).is_mine()
     lock.release()
     assert not (tmp_path / "bucket" / "s" / DRIVER).exists()
+    # a fresh mark from this host is a killed driver's (a live one would hold the local flock): no refusal
+    (tmp_path / "bucket" / "s" / DRIVER).write_text(Mark(_dead_pid(), socket.gethostname(), 0.0, time.time()).text())
+    with DriverLock(study_place(storage, "s")):
+        pass
     # a mark that stopped beating is a dead driver's: no --steal-lock needed
     (tmp_path / "bucket" / "s" / DRIVER).write_text(Mark(7, "other-machine", 0.0, time.time() - 2 * STALE_S).text())
     with DriverLock(study_place(storage, "s")):
