@@ -267,6 +267,11 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
+        # a table or a list is judged by the one type of its shape: its own error, not "wrong type"
+        shaped = [a for a in args if (dataclasses.is_dataclass(a) and isinstance(value, Mapping))
+                  or (typing.get_origin(a) is tuple and isinstance(value, (list, tuple)))]
+        if len(shaped) == 1:
+            return coerce(key, value, shaped[0])
         errors = []
         for arg in args:
             if arg is type(None):
@@ -275,7 +280,11 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 return coerce(key, value, arg)
             except ConfigError as e:
                 errors.append(e.reason)
-        raise ConfigError(key, errors[0] if len(errors) == 1 else f"wrong type {type(value).__name__} for {value!r}")
+        if len(errors) == 1:
+            raise ConfigError(key, errors[0])
+        kinds = [_kind(a) for a in args if a is not type(None)]
+        raise ConfigError(key, f"must be {' or '.join(kinds)}, got {type(value).__name__} {value!r}" if all(kinds)
+                          else f"wrong type {type(value).__name__} for {value!r}")
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
@@ -291,6 +300,13 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(key, f"must be a table, got {type(value).__name__} {value!r}")
         return dict(value)
+    if dataclasses.is_dataclass(hint):  # an inline table of its own fields, e.g. seeds = { min = 2, max = 6 }
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"must be a table, got {type(value).__name__} {value!r}")
+        try:
+            return build_section(hint, value)
+        except ConfigError as e:
+            raise ConfigError(f"{key}.{e.key}", e.reason) from None
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, got {type(value).__name__} {value!r}")
@@ -310,6 +326,15 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(key, f"must be a string, got {type(value).__name__} {value!r}")
         return value
     return value
+
+
+def _kind(hint: Any) -> str:
+    """What a value of this type is called in an error ("" when it has no short name)."""
+    if typing.get_origin(hint) is tuple:
+        return "a list"
+    if dataclasses.is_dataclass(hint):
+        return "a table { " + ", ".join(f"{f.name} = ..." for f in dataclasses.fields(hint)) + " }"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, "")
 
 
 def build_section(klass: type, table: Mapping[str, Any]) -> Any:

@@ -1,13 +1,13 @@
 """What a study's numbers support: did its runs learn, which differences are real, how the lab's
 claims fare against them, and what the one-step diagnostic says about the best run.
 
-Seeds are the samples. Two settings are compared with Welch's t-test (scipy.stats.ttest_ind with
-unequal variances) on their trials' scores, reported with its p-value and the 95% confidence
-interval of the difference of means; with fewer than two scores on a side there is no spread to test
-("one seed: no spread"). A claim of equality ("about as good as") is judged by equivalence, never by
-a non-significant difference: two one-sided Welch tests (TOST, statsmodels' ttost_ind) within
-+-MARGIN_DB. A verdict that is neither settled way is "undecided", and says how many seeds per
-setting the observed spread would need to settle it (statsmodels' power of the t-test). A setting has learned when its mean margin over the floor (val/psnr_hold,
+Seeds are the samples, and the tests are study.compare's (the seed race judges with the same
+ones): two settings are compared with Welch's t-test on their trials' scores, with its p-value and
+the 95% confidence interval of the difference of means; with fewer than two scores on a side there
+is no spread to test ("one seed: no spread"). A claim of equality ("about as good as") is judged by
+equivalence, never by a non-significant difference: two one-sided tests (TOST) within the study's
+margin. A verdict that is neither settled way is "undecided", and says how many seeds per setting
+the observed spread would need to settle it (statsmodels' power of the t-test). A setting has learned when its mean margin over the floor (val/psnr_hold,
 repeating frame 0) exceeds the spread of its val/psnr; a study whose settings have not cannot
 compare them, and says so first (docs/ARCHITECTURE.md, contract 9).
 
@@ -20,21 +20,18 @@ out of every statistic and counted.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import polars as pl
 from scipy import stats
 
 from study.analyze import StudyInfo
+from study.compare import (ALPHA, MARGIN_DB, Equivalence, Test, finite_values as _finite, needs_text, p_text,
+                           seeds_needed, tost, welch)
+from study.race import EQUIVALENT, LEADER, NOT_RACED, WORSE, RaceRule, Standing, next_round, race_arms, standings
 from study.tables import Tables
 
-ALPHA = 0.05  # a difference is "clear" when Welch's two-sided p-value is below this
-MARGIN_DB = 0.5  # "about equal": the difference of means is within +-this (dB), shown by TOST at ALPHA
-POWER = 0.8  # the chance of settling a verdict that the seeds-needed estimate aims at
-MAX_SEEDS = 1000  # beyond this many seeds per setting a verdict is called out of reach
 CLAIM_STATUSES: tuple[str, ...] = ("reproduced", "contradicted", "undecided", "not measured here")
 # The one-step diagnostic's thresholds (dB): a step within NEAR of copying the previous frame carries
 # it forward; a step within NEAR of the rollout adds nothing to it (the previous frame is not used);
@@ -62,169 +59,47 @@ def trial_scores(tables: Tables, info: StudyInfo) -> pl.DataFrame:
     return base.with_columns(pl.lit(None, pl.Float64).alias(v) for c, v in _AT_SCORE.items() if v not in base.columns)
 
 
-@dataclass(frozen=True)
-class Test:
-    """Welch's t-test of mean(a) - mean(b), seeds as samples."""
-
-    a: str
-    b: str
-    mean_a: float
-    mean_b: float
-    n_a: int
-    n_b: int
-    p: float | None  # two-sided p-value; None with fewer than two scores on a side
-    low: float | None  # 95% confidence interval of mean_a - mean_b
-    high: float | None
-    unit: str = " dB"
-    needed: int | None = None  # seeds per setting the observed spread would need to settle it (seeds_needed)
-
-    @property
-    def diff(self) -> float:
-        return self.mean_a - self.mean_b
-
-    @property
-    def testable(self) -> bool:
-        return self.p is not None
-
-    @property
-    def clear(self) -> bool:
-        """True when the difference is clear at ALPHA (either sign)."""
-        return self.p is not None and self.p < ALPHA
-
-    def stats_text(self) -> str:
-        if self.p is None:
-            return "one seed: no spread" if min(self.n_a, self.n_b) == 1 else "no scores to compare"
-        f = (lambda x: f"{x:+.2f}") if self.unit.strip() == "dB" else (lambda x: f"{x:+.3g}")  # noqa: E731
-        return (f"Welch's t-test {p_text(self.p)}, 95% CI of the difference "
-                f"[{f(self.low)}, {f(self.high)}]{self.unit}, n = {self.n_a} vs {self.n_b}")
-
-    def verdict(self) -> str:
-        """The difference in words with the test's figures, e.g. "a clear difference (Welch's ...)"."""
-        if self.clear:
-            return f"a clear difference ({self.stats_text()})"
-        if self.p is None:
-            return f"not testable ({self.stats_text()})"
-        return f"undecided ({self.stats_text()}; {needs_text(self.needed)})"
-
-    def swapped(self) -> Test:
-        """The same test of mean(b) - mean(a)."""
-        return Test(self.b, self.a, self.mean_b, self.mean_a, self.n_b, self.n_a, self.p,
-                    None if self.high is None else -self.high, None if self.low is None else -self.low, self.unit,
-                    self.needed)
-
-    def sentence(self) -> str:
-        """`a` vs `b` in words, with the test's figures (a clear winner named first, its interval positive)."""
-        if self.clear:
-            t = self if self.diff > 0 else self.swapped()
-            return f"{t.a} beats {t.b} by {t.diff:.2f}{t.unit} ({t.stats_text()})"
-        return f"{self.a} vs {self.b}: {self.diff:+.2f}{self.unit}, {self.verdict()}"
-
-
-def p_text(p: float) -> str:
-    """A p-value as the report prints it: "p = 0.042", "p < 0.001"."""
-    return f"p = {p:.2g}" if p >= 1e-3 else "p < 0.001"
-
-
-def _finite(xs: Sequence[float | None]) -> list[float]:
-    return [float(x) for x in xs if x is not None and math.isfinite(x)]
-
-
-def welch(a: Sequence[float | None], b: Sequence[float | None], a_name: str = "a", b_name: str = "b",
-          unit: str = " dB") -> Test:
-    """Welch's t-test of two samples' means (NaNs and nulls dropped)."""
-    xa, xb = _finite(a), _finite(b)
-    mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
-    p = low = high = None
-    if len(xa) >= 2 and len(xb) >= 2:
-        if max(xa) == min(xa) and max(xb) == min(xb):  # no spread at all: the test is undefined
-            p = 1.0 if xa[0] == xb[0] else 0.0
-            low = high = xa[0] - xb[0]
-        else:
-            res = stats.ttest_ind(xa, xb, equal_var=False)
-            ci = res.confidence_interval(0.95)
-            p, low, high = float(res.pvalue), float(ci.low), float(ci.high)
-    needed = seeds_needed(xa, xb, equality=False) if p is not None and p >= ALPHA else None
-    return Test(a_name, b_name, mean(xa), mean(xb), len(xa), len(xb), p, low, high, unit, needed)
-
-
-@dataclass(frozen=True)
-class Equivalence:
-    """TOST of |mean(a) - mean(b)| < margin (two one-sided Welch tests), seeds as samples."""
-
-    test: Test  # Welch's test of the same samples (the difference and its interval)
-    margin: float
-    p: float | None  # TOST p-value (the larger one-sided p); None with fewer than two scores on a side
-
-    @property
-    def equivalent(self) -> bool:
-        return self.p is not None and self.p < ALPHA
-
-
-def tost(a: Sequence[float | None], b: Sequence[float | None], margin: float = MARGIN_DB, a_name: str = "a",
-         b_name: str = "b") -> Equivalence:
-    """Whether two samples' means are equal within +-margin: statsmodels' ttost_ind, unequal variances."""
-    from statsmodels.stats.weightstats import ttost_ind
-
-    t = welch(a, b, a_name, b_name)
-    xa, xb = _finite(a), _finite(b)
-    p = None
-    if len(xa) >= 2 and len(xb) >= 2:
-        if max(xa) == min(xa) and max(xb) == min(xb):  # no spread: the tests are undefined
-            p = 0.0 if abs(xa[0] - xb[0]) < margin else 1.0
-        else:
-            p = float(ttost_ind(xa, xb, -margin, margin, usevar="unequal")[0])
-    return Equivalence(t, margin, p)
-
-
-def seeds_needed(a: Sequence[float | None], b: Sequence[float | None], equality: bool,
-                 margin: float = MARGIN_DB) -> int | None:
-    """Seeds per setting that the observed means and spread would need to settle the comparison with
-    power POWER at ALPHA: a clear difference (two-sided), or for an equality claim equivalence within
-    +-margin (each one-sided test of TOST). statsmodels' TTestIndPower on the pooled sd. None when no
-    number of seeds would (no spread to estimate from; or, for equality, a difference beyond the margin)."""
-    from statsmodels.stats.power import TTestIndPower
-
-    xa, xb = _finite(a), _finite(b)
-    if len(xa) < 2 or len(xb) < 2:
-        return None
-    sd = math.sqrt((statistics.variance(xa) * (len(xa) - 1) + statistics.variance(xb) * (len(xb) - 1))
-                   / (len(xa) + len(xb) - 2))  # the pooled sd: the effect size's scale
-    diff = abs(sum(xa) / len(xa) - sum(xb) / len(xb))
-    if sd == 0:
-        return None
-    if equality:
-        if diff >= margin:
-            return None
-        effect, alternative = (margin - diff) / sd, "larger"
-    else:
-        if diff == 0:
-            return None
-        effect, alternative = diff / sd, "two-sided"
-    power = TTestIndPower()
-    if power.power(effect_size=effect, nobs1=MAX_SEEDS, alpha=ALPHA, alternative=alternative) < POWER:
-        return MAX_SEEDS + 1  # out of reach: the solver need not search that far (it stops converging)
-    try:
-        n = power.solve_power(effect_size=effect, alpha=ALPHA, power=POWER, alternative=alternative)
-    except (ValueError, RuntimeError):
-        return None
-    n = float(np.asarray(n).reshape(-1)[0])  # solve_power answers a 0-d or 1-element array
-    return max(math.ceil(n), 2) if math.isfinite(n) else None
-
-
-def needs_text(n: int | None, equality: bool = False) -> str:
-    """How many seeds per setting would settle a verdict, in words (seeds_needed's answer)."""
-    if n is None:
-        return ("no number of seeds would show equality at this margin: the observed difference exceeds it"
-                if equality else "the observed spread gives no estimate of the seeds it would need")
-    if n > MAX_SEEDS:
-        return f"more than {MAX_SEEDS} seeds per setting would be needed to settle it"
-    return f"about {n} seeds per setting would settle it"
-
-
 def compare(trials: pl.DataFrame, a: str, b: str, unit: str = " dB") -> Test:
     """Welch's test of two settings' scores (trial_scores rows)."""
     of = lambda s: trials.filter(pl.col("setting") == s)["score"].to_list()  # noqa: E731
     return welch(of(a), of(b), a, b, unit)
+
+
+# -- the seed race ----------------------------------------------------------------------------------
+def race_arms_of(tables: Tables) -> dict[str, dict[int, float | None]]:
+    """setting -> seed -> score of the study's ended trials (study.race's arms; running ones left out)."""
+    t = tables.trials
+    if not t.height or "objective" not in t.columns:
+        return {}
+    ended = t.filter(pl.col("status") != "running")
+    return race_arms(ended.select("setting", "seed", "objective").iter_rows())
+
+
+def race_standings(tables: Tables, info: StudyInfo, needed: bool = True) -> list[Standing] | None:
+    """Each configuration's standing in the study's seed race (study.race.standings), leader first;
+    None when the study's seeds are a fixed list. Recomputed from results/ every time."""
+    rule = info.race_rule
+    if rule is None:
+        return None
+    return standings(race_arms_of(tables), rule, (info.confirm_top or None), needed=needed)
+
+
+def race_over(tables: Tables, info: StudyInfo) -> bool:
+    """True when the study's race gives no configuration another seed (always, without a race)."""
+    rule = info.race_rule
+    return rule is None or not next_round(race_arms_of(tables), rule, (info.confirm_top or None))
+
+
+def race_text(st: Standing, rule: RaceRule) -> str:
+    """A standing in words: "leader", "clearly worse (p = 0.003)", "open: about 9 seeds would settle it"."""
+    if st.state in (LEADER, NOT_RACED):
+        return st.state
+    if st.state == WORSE:
+        return f"clearly worse ({p_text(st.p)} < {rule.level:.3g})" if st.p is not None else st.state
+    if st.state == EQUIVALENT:
+        return f"equivalent within +-{rule.margin:g} (TOST {p_text(st.tost_p)})" if st.tost_p is not None else st.state
+    at_max = " at max seeds" if st.seeds >= rule.max_seeds else ""
+    return f"open{at_max}: {needs_text(st.needed)}"
 
 
 # -- did the runs learn? --------------------------------------------------------------------------
@@ -483,6 +358,6 @@ def claims_table(rows: Sequence[Claim]) -> pl.DataFrame:
                                 "status": pl.String})
 
 
-__all__ = ["ALPHA", "CLAIM_STATUSES", "MARGIN_DB", "Claim", "Equivalence", "Test", "equality_claim", "needs_text", "seeds_needed",
+__all__ = ["race_arms_of", "race_over", "race_standings", "race_text", "ALPHA", "CLAIM_STATUSES", "MARGIN_DB", "Claim", "Equivalence", "Test", "equality_claim", "needs_text", "seeds_needed",
            "tost", "any_learned", "claims", "claims_table", "compare", "learned_settings",
            "budget_advice", "learning", "learning_sentence", "p_text", "scored", "step_diagnosis", "trial_scores", "welch"]

@@ -6,7 +6,7 @@ ranking (study.tables.ranking) ranks by, and imports only this.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 
 def finite(v: Any) -> bool:
@@ -36,4 +36,24 @@ def trial_objective(reports: Iterable[tuple[int, Any]], objective: str, mode: st
     return value, epoch
 
 
-__all__ = ["finite", "trial_objective"]
+def sort_key(mean: float | None, lost: int, setting: str, mode: str) -> tuple[Any, ...]:
+    """THE ranking's order of settings (sorted ascending: the first is the best): a setting with a
+    score before one with none, one that lost no seed (an ended trial without a score) before one
+    that lost some, then by its mean over the seeds that scored (`mode`), then by name."""
+    scored = mean is not None and math.isfinite(mean)
+    value = (-mean if mode == "max" else mean) if scored else math.inf  # type: ignore[operator]
+    return (not scored, lost > 0, value, setting)
+
+
+def fmt_value(v: Any) -> str:
+    """A parameter value as the report and the console show it (floats to 4 significant digits)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def setting_label(params: Mapping[str, Any], searched: Sequence[str]) -> str:
+    """`name=value, ...` of the searched params present (seed excluded): trials of one setting group."""
+    parts = [f"{k}={fmt_value(params[k])}" for k in searched if params.get(k) is not None]
+    return ", ".join(parts) if parts else "default"
+
+
+__all__ = ["finite", "fmt_value", "setting_label", "sort_key", "trial_objective"]

@@ -304,6 +304,14 @@ def _plan(spec: StudySpec, place: Place, args: argparse.Namespace) -> bool:
     return False
 
 
+def _race_over(exp_dir: Path, spec: StudySpec) -> bool:
+    """Whether the study's seed race is over, recomputed from its results (study.evidence.race_over)."""
+    from study.evidence import race_over
+    from study.tables import build_tables
+
+    return race_over(build_tables(exp_dir), StudyInfo.of(spec))
+
+
 def _all_ended(results: Any, expected: int) -> tuple[bool, str]:
     n = len(results)
     ended = results.num_terminated + results.num_errors
@@ -315,11 +323,18 @@ def _announce(spec: StudySpec, place: Place) -> None:
     searched = [p.name for p in spec.space if p.kind != "fixed"]
     at_once = f"{spec.max_concurrent} at a time" if spec.max_concurrent else "as many at a time as the cluster holds"
     gpus = f" and {spec.gpus_per_trial:g} GPU" if spec.gpus_per_trial else ""
-    print(f"study {spec.name}: {spec.num_trials} trials ({spec.sampler} over {', '.join(searched) or 'nothing'}"
-          f"{f', {len(spec.seeds)} seeds each' if len(spec.seeds) > 1 else ''}), {StudyInfo.of(spec).scored_by}, "
-          f"{at_once}, {spec.cpus_per_trial:g} CPU{gpus} each")
-    print(f"plan: {spec.num_trials * spec.max_epochs} trial-epochs ({spec.num_trials} trials x {spec.max_epochs} "
-          f"epochs{', fewer as ASHA stops trials' if spec.scheduler == 'asha' else ''})")
+    if spec.race is None:
+        trials = f"{spec.num_trials} trials"
+        seeds = f", {len(spec.seeds)} seeds each" if len(spec.seeds) > 1 else ""
+    else:
+        trials = f"{spec.min_trials} to {spec.num_trials} trials"
+        who = "each configuration" if spec.sampler == "grid" else f"the {spec.confirm_top} best configurations"
+        seeds = (f", a seed race: {spec.race.min} seeds each, then up to {spec.race.max} for {who} while a comparison "
+                 f"with the leader is open (alpha {spec.alpha:g}, equivalence +-{spec.margin_db:g})")
+    print(f"study {spec.name}: {trials} ({spec.sampler} over {', '.join(searched) or 'nothing'}{seeds}), "
+          f"{StudyInfo.of(spec).scored_by}, {at_once}, {spec.cpus_per_trial:g} CPU{gpus} each")
+    print(f"plan: {'at most ' if spec.race else ''}{spec.num_trials * spec.max_epochs} trial-epochs ({spec.num_trials} "
+          f"trials x {spec.max_epochs} epochs{', fewer as ASHA stops trials' if spec.scheduler == 'asha' else ''})")
     print(f"results: {place.shown()}" + (f" (local copy of the study's own files: {place.exp_dir})" if place.remote else ""))
 
 
@@ -362,12 +377,14 @@ def _finish(spec: StudySpec, place: Place, results: Any, smoke_test: bool) -> bo
     """Everything after the Tuner: the mirror of a URI study, finished.json (if every trial ended),
     best.toml and the console's last lines (study.best), the report. True when finished."""
     exp_dir = place.exp_dir
-    finished, counts = _all_ended(results, spec.num_trials)
+    finished, counts = _all_ended(results, spec.min_trials)
     if place.remote is not None:  # every trial's results and checkpoints into the mirror, and optuna.db
         from study.space import export_searcher_study
 
         place.pull()
         export_searcher_study(exp_dir, exp_dir / OPTUNA_DB, spec.name)
+    if finished and spec.race is not None and not _race_over(exp_dir, spec):
+        finished, counts = False, f"{counts}; the seed race gives more seeds still"
     if finished and any(status not in ("TERMINATED", "ERROR") for _, status in trial_states(exp_dir).values()):
         # Interrupted (Ctrl-C, the time budget) after its last trial started: the ResultGrid counts the
         # stopped trials as terminated, Tune's saved state (what a resume reads) does not.

@@ -30,7 +30,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study._compat import searcher_study
 from study.keys import SEED
-from study.ranking import finite, trial_objective
+from study.race import race_arms
+from study.ranking import finite, setting_label, trial_objective
 from study.params import Param
 from study.spec import StudySpec
 
@@ -153,7 +154,9 @@ def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage | None =
     Run it with TuneConfig(search_alg=..., num_samples=spec.num_trials) and no metric/mode there.
     """
     repeated = SeedRepeater(optuna_search(spec, storage), spec.seeds, spec.objective,
-                            key=SEED_KEY if len(spec.seeds) > 1 else None)
+                            key=SEED_KEY if len(spec.seeds) > 1 else None, race=spec.race_rule,
+                            num_configs=spec.num_configs, top=spec.race_top,
+                            searched=[p.name for p in spec.space if p.kind != "fixed"])
     if spec.max_concurrent is None:  # as many at once as the cluster's resources hold (study.run sets it)
         return repeated
     return ConcurrencyLimiter(repeated, max_concurrent=spec.max_concurrent)
@@ -177,32 +180,47 @@ class _SeedGroup:
 
 
 class SeedRepeater(Searcher):
-    """Runs each suggestion of `searcher` once per seed and tells it the group's score.
+    """Runs each suggestion of `searcher` once per seed and tells it the group's score; with a race,
+    gives more seeds only where a comparison is open (study.race).
 
     Trial k of a group gets `config[key] = seeds[k]` (no key: one seed, the config as suggested).
-    The wrapped searcher sees one trial per group (the first one's id). Once every seed has ended
-    it is told, as intermediate results, the mean over seeds of the metric at each epoch (Optuna's
-    intermediate values), then as the final result the mean over seeds of each seed's score,
-    `study.ranking.trial_objective` ("best": its best epoch's value, "last": its last epoch's):
-    the same score `study.tables.ranking` ranks by. A group in which no seed scored is told as
-    an error. Tune's num_samples must be a multiple of len(seeds) (StudySpec.num_trials is); a
-    partial last group is never told.
+    The wrapped searcher sees one trial per group (the first one's id). Once the group's first seeds
+    (all of them; a race's min) have ended it is told, as intermediate results, the mean over those
+    seeds of the metric at each epoch (Optuna's intermediate values), then as the final result the
+    mean over seeds of each seed's score, `study.ranking.trial_objective` ("best": its best epoch's
+    value, "last": its last epoch's): the same score `study.tables.ranking` ranks by. A group in
+    which no seed scored is told as an error. Without a race, Tune's num_samples must be a multiple
+    of len(seeds) (StudySpec.num_trials is); a partial last group is never told.
+
+    With a race (`race`, a study.race.RaceRule): the first `num_configs` suggestions run min seeds
+    each; then, once every trial handed out has ended, `study.race.next_round` on the groups' scores
+    names the configurations (all, or the `top` best after a search) that get one more seed; when it
+    names none, the searcher tells Tune it is finished. Seeds beyond the first are not told to the
+    wrapped searcher (Optuna has the configuration's score already).
     Unlike ray.tune.search.Repeater it sets the seed itself (not a `__trial_index__`), skips
     NaN/inf results, and reports a group with no finite result as an error.
     """
 
     def __init__(self, searcher: Searcher, seeds: Sequence[int], objective: str = "best",
-                 key: str | None = SEED_KEY) -> None:
+                 key: str | None = SEED_KEY, race: Any = None, num_configs: int | None = None,
+                 top: int | None = None, searched: Sequence[str] = ()) -> None:
         if not seeds:
             raise ValueError("SeedRepeater needs at least one seed")
         if key is None and len(seeds) > 1:
             raise ValueError("SeedRepeater needs a config key to give several seeds")
+        if race is not None and (num_configs is None or race.max_seeds > len(seeds)):
+            raise ValueError("a seed race needs num_configs and max_seeds seeds")
         self.searcher = searcher  # `searcher` is the attribute Tune follows to save/restore wrappers
         self.seeds = tuple(seeds)
         self.objective = objective
         self.key = key
+        self.race = race
+        self.num_configs = num_configs
+        self.top = top
+        self.searched = tuple(searched)
         self._groups: list[_SeedGroup] = []
         self._by_trial: dict[str, _SeedGroup] = {}
+        self._queue: list[int] = []  # race: indices of the groups whose next seed is due
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     @property
@@ -213,22 +231,62 @@ class SeedRepeater(Searcher):
     def mode(self) -> str:
         return self.searcher.mode
 
+    @property
+    def first(self) -> int:
+        """Seeds each configuration runs before any race (all of them without one)."""
+        return self.race.min_seeds if self.race is not None else len(self.seeds)
+
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._queue:
+            return self._give(self._groups[self._queue.pop(0)], trial_id)
         group = self._groups[-1] if self._groups else None
-        if group is None or len(group.seeds) == len(self.seeds):
+        if group is None or len(group.seeds) >= self.first:
+            if self.race is not None and len(self._groups) >= (self.num_configs or 0):
+                return self._next_round(trial_id)
             config = self.searcher.suggest(trial_id)
             if config is None or config == Searcher.FINISHED:
                 return config
             group = _SeedGroup(trial_id, copy.deepcopy(config))
             self._groups.append(group)
+        return self._give(group, trial_id)
+
+    def _give(self, group: _SeedGroup, trial_id: str) -> dict[str, Any]:
         seed = self.seeds[len(group.seeds)]
         group.seeds[trial_id] = seed
         self._by_trial[trial_id] = group
         config = copy.deepcopy(group.config)
         return {**config, self.key: seed} if self.key else config
+
+    def _next_round(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The race's next trial: None while the round runs, FINISHED once no configuration gets a seed."""
+        from study.race import next_round
+
+        if any(t not in g.ended for g in self._groups for t in g.seeds):
+            return None  # a round is decided on every score of the one before it
+        labels = {}
+        for i, g in enumerate(self._groups):
+            labels.setdefault(setting_label(g.config, self.searched), i)  # a repeated configuration: its first group
+        grow = next_round(self.race_arms(), self.race, self.top)
+        self._queue = [labels[s] for s in grow if len(self._groups[labels[s]].seeds) < len(self.seeds)]
+        if not self._queue:
+            return Searcher.FINISHED
+        return self._give(self._groups[self._queue.pop(0)], trial_id)
+
+    def race_arms(self) -> dict[str, dict[int, float | None]]:
+        """setting -> seed -> score of every ended trial (study.race's arms)."""
+        rows = []
+        for g in self._groups:
+            label = setting_label(g.config, self.searched)
+            for t, seed in g.seeds.items():
+                if t in g.ended:
+                    rows.append((label, seed, self._score(g, t)))
+        return race_arms(rows)
+
+    def _score(self, group: _SeedGroup, trial_id: str) -> float | None:
+        return trial_objective(group.reports.get(trial_id, {}).items(), self.objective, self.mode)[0]
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         group = self._by_trial.get(trial_id)
@@ -250,13 +308,14 @@ class SeedRepeater(Searcher):
         if result:
             self._record(group, trial_id, result)
         group.ended.add(trial_id)
-        if len(group.ended) == len(self.seeds):
-            self._tell(group)
+        firsts = list(group.seeds)[:self.first]
+        if trial_id in firsts and all(t in group.ended for t in firsts) and len(firsts) == self.first:
+            self._tell(group, firsts)
 
-    def _tell(self, group: _SeedGroup) -> None:
-        scores = [trial_objective(group.reports.get(t, {}).items(), self.objective, self.mode)[0] for t in group.seeds]
+    def _tell(self, group: _SeedGroup, trials: Sequence[str]) -> None:
+        scores = [self._score(group, t) for t in trials]
         scored = [s for s in scores if s is not None]
-        for epoch, value in _epoch_means(group.reports.values()):
+        for epoch, value in _epoch_means(group.reports.get(t, {}) for t in trials):
             self.searcher.on_trial_result(group.primary, {self.metric: value, TRAINING_ITERATION: epoch})
         if not scored:
             self.searcher.on_trial_complete(group.primary, result=None, error=True)
@@ -275,7 +334,8 @@ class SeedRepeater(Searcher):
         return {k: v for k, v in self.__dict__.items() if k != "searcher"}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        # a state saved before races existed lacks their fields: no race
+        self.__dict__.update({"race": None, "num_configs": None, "top": None, "searched": (), "_queue": [], **state})
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)

@@ -26,6 +26,7 @@ from typing import Any, Collection, Literal, Mapping, Sequence, get_args
 from cvae.config import (SECTIONS, Config, ConfigError, ConfigFile, TrainConfig, build_table, check_keys, check_tables,
                          did_you_mean, field_types, read_config_file, smoke_config)
 from cvae.metrics import METRIC_NAMES
+from study.compare import ALPHA, MARGIN_DB
 from study.keys import CPU_S
 from study.params import FIELD_SECTION, MAX_GRID, Param, active_values, check_combinations, grid_points, parse_space, plain_type
 
@@ -45,6 +46,7 @@ OBJECTIVES: tuple[str, ...] = get_args(Objective)
 CPU_METRIC = CPU_S  # added by study.trainable (study.keys)
 METRICS: tuple[str, ...] = (*METRIC_NAMES, CPU_METRIC)  # every per-epoch metric of a trial, in report order
 SMOKE_TRIALS = 2  # trials of a smoke study (smoke_spec)
+MAX_RACE_SEEDS = 100  # a race beyond this many seeds per configuration is certainly a mistake
 # A smoke study runs several trials at once: a tiny model too, unlike cvae's single-run smoke config.
 SMOKE_MODEL: dict[str, int] = {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16}
 # Paths relative to the file that writes them (trials run with their own dir as working dir).
@@ -75,6 +77,20 @@ def _check(ok: bool, key: str, reason: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SeedRace:
+    """[study] seeds = { min = m, max = M }: a seed race (study.race): every raced configuration runs
+    seeds 0..m-1, then the leader and the configurations still open against it one more seed a round."""
+
+    min: int  # seeds every raced configuration runs first (0..min-1)
+    max: int  # the most seeds a configuration gets (seeds 0..max-1)
+
+    def __post_init__(self) -> None:
+        _check(self.min >= 1, "min", f"must be >= 1, got {self.min}")
+        _check(self.max >= max(self.min, 2), "max", f"must be >= min and >= 2, got {self.max} (min {self.min})")
+        _check(self.max <= MAX_RACE_SEEDS, "max", f"must be <= {MAX_RACE_SEEDS}, got {self.max}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class StudyTable:
     """[study]: what the study is called and optimises, how many trials it runs and what each may use."""
 
@@ -85,7 +101,11 @@ class StudyTable:
     mode: Mode = "max"  # "max" | "min": which way the metric is better
     objective: Objective = "best"  # a trial's score: the metric at its best epoch, or at its last
     seed: int = 0  # seed of the Optuna sampler and of the grid's order
-    seeds: tuple[int, ...] | None = None  # train.seed values, every configuration runs once per seed; None: [train] seed
+    # train.seed values, every configuration runs once per seed; { min, max }: a seed race (SeedRace); None: [train] seed
+    seeds: tuple[int, ...] | SeedRace | None = None
+    alpha: float = ALPHA  # level of the verdicts' tests and of the seed race's (a clear difference: p < alpha)
+    margin_db: float = MARGIN_DB  # "about equal": within +-this, in the metric's unit (dB for val/psnr), by TOST
+    paired: bool = False  # the race compares two configurations on the seeds both ran (paired tests)
     max_concurrent: int | None = None  # trials running at once; None: as many as the cluster's resources fit
     cpus_per_trial: float = 1.0  # Ray CPUs reserved per trial
     gpus_per_trial: float = 0.0  # Ray GPUs reserved per trial: 0, a share of one GPU (< 1), or whole GPUs
@@ -93,9 +113,11 @@ class StudyTable:
 
     def __post_init__(self) -> None:
         _check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
-        _check(self.seeds is None or len(self.seeds) > 0, "seeds", "must be a non-empty list of integers, got []")
-        _check(self.seeds is None or len(set(self.seeds)) == len(self.seeds), "seeds",
-               f"must not repeat a seed, got {list(self.seeds or ())}")
+        listed = self.seeds if isinstance(self.seeds, tuple) else None
+        _check(listed is None or len(listed) > 0, "seeds", "must be a non-empty list of integers, got []")
+        _check(listed is None or len(set(listed)) == len(listed), "seeds", f"must not repeat a seed, got {list(listed or ())}")
+        _check(0 < self.alpha < 0.5, "alpha", f"must be between 0 and 0.5, got {self.alpha}")
+        _check(math.isfinite(self.margin_db) and self.margin_db > 0, "margin_db", f"must be > 0, got {self.margin_db}")
         _check(self.max_concurrent is None or self.max_concurrent >= 1, "max_concurrent",
                f"must be >= 1, got {self.max_concurrent}")
         for key in ("cpus_per_trial", "gpus_per_trial", "time_budget_s"):
@@ -119,6 +141,8 @@ class SearchTable:
     grace_period: int = field(default=1, metadata=_ASHA)  # ASHA: epochs before a trial may be stopped
     reduction_factor: float = field(default=3.0, metadata=_ASHA)  # ASHA: keep 1/reduction_factor of the trials a rung
     max_failures: int = 2  # retries of a crashed trial from its last checkpoint
+    # tpe/random: after the search, the k best configurations race for the win ([study] seeds = { min, max }); 0: none
+    confirm_top: int = 0
     # best.toml files whose values of the searched parameters run first (relative: from the current directory)
     start_from: tuple[str, ...] = ()
     points_to_evaluate: tuple[dict[str, Any], ...] = ()  # then these configurations ({ name = value, ... })
@@ -128,6 +152,7 @@ class SearchTable:
         _check(math.isfinite(self.reduction_factor) and self.reduction_factor > 1, "reduction_factor",
                f"must be > 1, got {self.reduction_factor}")
         _check(self.max_failures >= 0, "max_failures", f"must be >= 0, got {self.max_failures}")
+        _check(self.confirm_top >= 0, "confirm_top", f"must be >= 0, got {self.confirm_top}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +195,9 @@ class StudySpec(StudyTable, SearchTable, TPEOptions):
     in dependency order (a param comes after those its `when` names)."""
 
     path: Path  # the study file, absolute
-    seeds: tuple[int, ...]  # train.seed values, every configuration runs once per seed: [study] seeds, else [train] seed
+    # train.seed values, in the order configurations run them: [study] seeds, 0..max-1 for a race, else [train] seed
+    seeds: tuple[int, ...]
+    race: SeedRace | None = None  # [study] seeds = { min, max }: the seed race's bounds
     fixed: dict[str, dict[str, Any]]  # section -> key -> value, with data.root/cache_dir made absolute
     space: tuple[Param, ...]
     raw_text: str  # the study as saved beside its results (resolved_text)
@@ -235,8 +262,37 @@ class StudySpec(StudyTable, SearchTable, TPEOptions):
 
     @property
     def num_trials(self) -> int:
-        """Ray Tune trials = configurations x seeds: pass this as TuneConfig(num_samples=...)."""
-        return self.num_configs * len(self.seeds)
+        """Ray Tune trials = configurations x seeds, the most a race may use: pass this as
+        TuneConfig(num_samples=...) (a race ends sooner by telling Tune it is finished)."""
+        if self.race is None:
+            return self.num_configs * len(self.seeds)
+        if self.sampler == "grid":
+            return self.num_configs * self.race.max
+        return self.num_configs * self.race.min + self.confirm_top * (self.race.max - self.race.min)
+
+    @property
+    def min_trials(self) -> int:
+        """The fewest trials the study runs: num_trials, or a race's first round."""
+        if self.race is None:
+            return self.num_trials
+        return self.num_configs * self.race.min
+
+    @property
+    def first_seeds(self) -> int:
+        """Seeds every configuration runs before any race: all of them, or a race's min."""
+        return self.race.min if self.race else len(self.seeds)
+
+    @property
+    def race_rule(self) -> Any:
+        """The seed race's rule (study.race.RaceRule), None when the seeds are a fixed list."""
+        from study.race import RaceRule
+
+        return RaceRule.of(self.race, self.mode, self.alpha, self.margin_db, self.paired)
+
+    @property
+    def race_top(self) -> int | None:
+        """How many configurations race: all (None, a grid), or confirm_top after a search."""
+        return self.confirm_top or None
 
     def param(self, name: str) -> Param:
         """The [space] parameter called `name` (KeyError if there is none)."""
@@ -247,7 +303,11 @@ class StudySpec(StudyTable, SearchTable, TPEOptions):
 
 
 def seeds_of(study: StudyTable, train: Mapping[str, Any]) -> tuple[int, ...]:
-    """The train seeds of a study: [study] seeds, else the [train] seed alone."""
+    """The train seeds of a study in the order configurations run them: [study] seeds, a race's
+    0..max-1 (seed k is the same data order and initialisation in every configuration), else the
+    [train] seed alone."""
+    if isinstance(study.seeds, SeedRace):
+        return tuple(range(study.seeds.max))
     return study.seeds or (int(train.get("seed", TrainConfig.seed)),)
 
 
@@ -287,6 +347,7 @@ def smoke_spec(spec: StudySpec) -> StudySpec:
     if "seeds" in study:
         study["seeds"] = list(spec.seeds[:1])
     search = raw.setdefault("search", {})
+    search.pop("confirm_top", None)  # one seed: nothing to race
     if spec.sampler == "grid":
         search["sampler"] = "random"  # a grid would not fit in SMOKE_TRIALS trials
     if spec.scheduler == "asha":
@@ -361,9 +422,11 @@ def build_spec(file: ConfigFile) -> StudySpec:
     check_warm_start_fits(search, study, warm_start)
     check_grid_finite(search, space)
     tables = {**_values(study, StudyTable), **_values(search, SearchTable), **_values(tpe, TPEOptions)}
-    spec = StudySpec(**{**tables, "seeds": seeds_of(study, fixed["train"])}, path=file.path.resolve(), fixed=fixed,
-                     space=space, raw_text=resolved_text(file), warm_start=warm_start)
+    race = study.seeds if isinstance(study.seeds, SeedRace) else None
+    spec = StudySpec(**{**tables, "seeds": seeds_of(study, fixed["train"])}, race=race, path=file.path.resolve(),
+                     fixed=fixed, space=space, raw_text=resolved_text(file), warm_start=warm_start)
     check_grid_size(spec)
+    check_race(spec)
     check_combinations(space, spec.config_for)
     check_grace_period(spec)
     if spec.scheduler == "asha" and len(spec.seeds) > 1:
@@ -511,6 +574,23 @@ def check_grace_period(spec: StudySpec) -> None:
                f"must be <= train.epochs ({spec.max_epochs}), got {spec.grace_period}")
 
 
-__all__ = ["CPU_METRIC", "FIELD_SECTION", "METRICS", "OBJECTIVES", "Param", "SearchTable", "StudyError", "StudySpec",
+def check_race(spec: StudySpec) -> None:
+    """A grid races every configuration; a search confirms its confirm_top best by a race, which
+    needs the race's seeds; confirm_top is at most the configurations searched."""
+    if spec.race is None:
+        _check(spec.confirm_top == 0, "search.confirm_top",
+               "needs a seed race: [study] seeds = { min = 2, max = 6 } (a list is a fixed number of seeds)")
+        return
+    if spec.sampler == "grid":
+        _check(spec.confirm_top == 0, "search.confirm_top", "the grid sampler races every configuration already; "
+                                                           "confirm_top is for tpe and random")
+        return
+    _check(spec.confirm_top >= 2, "study.seeds", f"a seed race with sampler = \"{spec.sampler}\" confirms the best "
+           "configurations after the search: set [search] confirm_top = k (k >= 2), or list the seeds")
+    _check(spec.confirm_top <= spec.num_configs, "search.confirm_top",
+           f"must be <= study.num_samples ({spec.num_configs}), got {spec.confirm_top}")
+
+
+__all__ = ["CPU_METRIC", "FIELD_SECTION", "METRICS", "OBJECTIVES", "Param", "SearchTable", "SeedRace", "StudyError", "StudySpec",
            "StudyTable", "TPEOptions", "build_spec", "load_spec", "main_error", "parse_spec", "plain_type", "resolved_text",
            "seeds_of", "smoke_spec"]

@@ -38,7 +38,7 @@ from study._compat import trial_states
 from study.analyze import StudyInfo, read_study
 from study.keys import CPU_S, GPU_SHARE, SEED
 from study.place import FINISHED, TABLES_DIR, TRIAL_ERROR, TRIAL_RESULTS
-from study.ranking import trial_objective
+from study.ranking import fmt_value, setting_label, sort_key, trial_objective
 from study.results import (CHECKPOINT_KEY, FRAME_SCHEMA, checkpoints, frame_rows, last_line, read_results, sources,
                            trial_dirs, trial_params, trial_start)
 from study.spec import FIELD_SECTION, METRICS, plain_type
@@ -134,17 +134,6 @@ def _trial_config(ckpt: Path | None, params: Mapping[str, Any], info: StudyInfo)
     except ConfigError:
         defaults = _flat(Config().to_dict())
         return {**defaults, **_flat(tables)}
-
-
-def fmt_value(v: Any) -> str:
-    """A parameter value as the report and the console show it (floats to 4 significant digits)."""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def setting_label(params: Mapping[str, Any], searched: Sequence[str]) -> str:
-    """`name=value, ...` of the searched params present (seed excluded): trials of one setting group."""
-    parts = [f"{k}={fmt_value(params[k])}" for k in searched if params.get(k) is not None]
-    return ", ".join(parts) if parts else "default"
 
 
 def _meta(study_dir: Path, info: StudyInfo) -> tuple[pl.DataFrame, list[pl.DataFrame], list[pl.DataFrame]]:
@@ -375,11 +364,16 @@ def ranking(tables: Tables, info: StudyInfo) -> pl.DataFrame:
              x.max().alias("max"), pl.len().alias("trials"), lost.sum().alias("lost"),
              pl.col("seed").sort().alias("seeds"), *status)
         .join(best, on="setting", how="left")
-        .with_columns(complete=pl.col("lost") == 0, _scored=pl.col("mean").is_not_null())
-        .sort(["_scored", "complete", "mean", "setting"], descending=[True, True, desc, False], nulls_last=True)
-        .drop("_scored")
+        .with_columns(complete=pl.col("lost") == 0)
+        .pipe(_ranked, info.mode)
         .with_row_index("rank", offset=1)
     )
+
+
+def _ranked(agg: pl.DataFrame, mode: str) -> pl.DataFrame:
+    # the order is study.ranking.sort_key's, the one rule the seed race's leader follows too
+    keys = [sort_key(m, lost, s, mode) for m, lost, s in agg.select("mean", "lost", "setting").iter_rows()]
+    return agg[sorted(range(agg.height), key=keys.__getitem__)] if agg.height else agg
 
 
 def winner(ranked: pl.DataFrame) -> dict[str, Any] | None:
