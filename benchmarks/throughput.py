@@ -200,7 +200,7 @@ def bench_busy(n_busy: int, steps: int, max_s: float) -> None:
                               "frames_per_s": round(frames / s, 2)}), flush=True)
         choice = choose_threads()
         print(json.dumps({"benchmark": "busy", "busy": n_busy, "chosen_threads": choice.threads,
-                          "free_cpus": choice.free, "why": choice.why}), flush=True)
+                          "cpus": choice.cpus, "busy_cpus_seen": choice.busy, "why": choice.why}), flush=True)
     finally:
         for b in busy:
             b.terminate()

@@ -78,7 +78,7 @@ class Dataset:
         return len(self.train) // video_len
 
 
-def _frame_files(folder: Path) -> dict[int, Path]:
+def frame_files(folder: Path) -> dict[int, Path]:
     if not folder.is_dir():
         reason = "is not a folder" if folder.exists() else "missing folder"
         raise DatasetError(folder, reason)
@@ -102,7 +102,7 @@ def _frame_files(folder: Path) -> dict[int, Path]:
     return files
 
 
-def _decode(path: Path, frame_H: int, frame_W: int) -> np.ndarray:
+def decode_frame(path: Path, frame_H: int, frame_W: int) -> np.ndarray:
     # -> (frame_H, frame_W, 3) uint8
     try:
         raw = path.read_bytes()
@@ -141,7 +141,7 @@ def _decode_all(paths: list[Path], frame_H: int, frame_W: int) -> np.ndarray:
     # Pillow's Python-level chunk parsing under the GIL; a thread pool measured slower, not faster.
     out = np.empty((len(paths), frame_H, frame_W, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        out[i] = _decode(path, frame_H, frame_W)
+        out[i] = decode_frame(path, frame_H, frame_W)
     return out
 
 
@@ -161,7 +161,7 @@ def split_files(root: str | Path, split: Literal["train", "val"]) -> list[tuple[
         what = "is not a folder" if split_dir.exists() else f"missing {split} folder"
         raise DatasetError(split_dir, f"{what} (expected {split}/{split}_img and {split}/{split}_label)")
     img_dir, label_dir = split_dir / f"{split}_img", split_dir / f"{split}_label"
-    imgs, labels = _frame_files(img_dir), _frame_files(label_dir)
+    imgs, labels = frame_files(img_dir), frame_files(label_dir)
     for n in sorted(imgs.keys() - labels.keys()):
         raise DatasetError(imgs[n], f"image has no matching label {label_dir / imgs[n].name}")
     for n in sorted(labels.keys() - imgs.keys()):
@@ -218,13 +218,9 @@ def _load_cached(root: Path, stamp: tuple[int, ...], frame_H: int, frame_W: int,
     return Dataset(train=train, val=val, root=root)
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """The dataset `cfg` describes: `cfg.root` if set, else the cached synthetic dancer.
-
-    Checks there is at least one training sequence and `val_video_len` validation frames, and
-    cuts the validation video to `val_video_len` frames. Memoised per process on (root, sizes),
-    so a second call returns the same arrays without reading a file.
-    """
+def dataset_root(cfg: DataConfig) -> Path:
+    """The folder cfg's dataset is read from: `cfg.root` (DatasetError if it is no folder), else the
+    embedded dataset's cache folder, generated on first use. load_dataset and the manifest both ask here."""
     if cfg.root is None:
         from cvae.synthetic import ensure_dataset  # lazy: only the synthetic path needs it
 
@@ -233,7 +229,17 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         root = Path(cfg.root).expanduser()
         if not root.is_dir():
             raise DatasetError(root, "dataset root is not a folder" if root.exists() else "dataset root does not exist")
-    root = root.resolve()
+    return root.resolve()
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """The dataset `cfg` describes: `cfg.root` if set, else the cached synthetic dancer.
+
+    Checks there is at least one training sequence and `val_video_len` validation frames, and
+    cuts the validation video to `val_video_len` frames. Memoised per process on (root, sizes),
+    so a second call returns the same arrays without reading a file.
+    """
+    root = dataset_root(cfg)
     return _load_cached(root, _dir_stamp(root), cfg.frame_H, cfg.frame_W, cfg.video_len, cfg.val_video_len)
 
 

@@ -69,10 +69,6 @@ class ThreadChoice:
             return f"the {self.cpus} CPUs this process may use"
         return f"{self.cpus} CPUs, {self.busy:g} busy with other work: {self.threads} free"
 
-    @property
-    def free(self) -> int:
-        return self.threads
-
 
 def choose_threads(work: int | None = None) -> ThreadChoice:
     """A single run's threads: one for a small run (work = F_dim x frame_H x frame_W at or under

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvae.data import DatasetError, _decode, _frame_files
+from cvae.data import DatasetError, decode_frame, frame_files
 from cvae.submission import FRAME_SHAPE, SEQ_FRAMES
 
 SPLIT = "test"
@@ -61,17 +61,17 @@ def _frame(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             size = im.size
-    except Exception:  # noqa: BLE001 - _decode names what is wrong with an unreadable file
+    except Exception:  # noqa: BLE001 - decode_frame names what is wrong with an unreadable file
         size = (w, h)
     if size != (w, h):
         raise DatasetError(path, f"image is {size[1]}x{size[0]} (H x W); the test split's frames must be {h}x{w}, "
                                  "the submission's size")
-    return _decode(path, h, w)
+    return decode_frame(path, h, w)
 
 
 def _video(folder: Path) -> list[Path]:
     """frame0..frame629.png of one sequence folder, in order (DatasetError for a missing or extra frame)."""
-    files = _frame_files(folder)
+    files = frame_files(folder)
     missing = [n for n in range(SEQ_FRAMES) if n not in files]
     if missing:
         raise DatasetError(folder / f"frame{missing[0]}.png", f"missing: the sequence has {len(files)} frames, "

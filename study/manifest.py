@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cvae.config import DataConfig
+from cvae.data import DatasetError, dataset_root
 from study.place import MANIFEST, Place
 from study.spec import StudySpec
 
@@ -152,16 +153,6 @@ def machine() -> Machine:
     return Machine(socket.gethostname(), _cpu_model(), os.cpu_count(), _gpus())
 
 
-def data_root(cfg: DataConfig) -> Path:
-    """The folder cfg's dataset is read from; as cvae.data.load_dataset resolves it (the embedded data
-    is generated into its cache first, which a study's start has already done)."""
-    if cfg.root is None:
-        from cvae.synthetic import ensure_dataset
-
-        return ensure_dataset(cfg)
-    return Path(cfg.root).expanduser().resolve()
-
-
 def _folder_key(rel: Path) -> str:
     # <split>/<split>_img/...: the test split's per-sequence subfolders count under their split's folder
     return "/".join(rel.parts[:2]) if len(rel.parts) > 2 else rel.parent.as_posix()
@@ -173,7 +164,11 @@ def fingerprint(cfg: DataConfig, root: Path | None = None) -> DatasetPrint:
     The PNGs are those cvae.data reads (hidden files and other clutter are not frames). Names, sizes
     and mtimes, not contents: cheap on the lab's ~25k frames, and a copy without preserved mtimes
     counts as a change, which is the safe side."""
-    root = data_root(cfg) if root is None else root
+    if root is None:
+        try:
+            root = dataset_root(cfg)
+        except DatasetError:  # a folder that has gone fingerprints as empty, under the path it had
+            root = Path(str(cfg.root)).expanduser().resolve()
     h = hashlib.sha256()
     frames: dict[str, int] = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -199,7 +194,7 @@ def fingerprint(cfg: DataConfig, root: Path | None = None) -> DatasetPrint:
 def data_statistics(cfg: DataConfig) -> list[dict[str, Any]]:
     """cvae.stats' rows of the validation video the study validates on (as loaded: its frame size and
     validation length); [] when it cannot be loaded (the fingerprint still says which data it was)."""
-    from cvae.data import DatasetError, load_dataset
+    from cvae.data import load_dataset
     from cvae.stats import video_rows
 
     try:
