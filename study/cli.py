@@ -18,7 +18,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from study.place import BEST, RESULTS_DIR, STUDY_COPY, Place, PlaceError, State
 
@@ -59,14 +59,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     shown = place.shown()
     print(f"{shown}: {state} ({STATE_HINT.get(state, '').format(study=_study_file(exp_dir))})")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(p.counts.items())) or "none yet"
-    print(f"  trials: {p.done} of {p.total} ended, {p.running} running, {p.pending} pending  ({counts})")
+    planned = f"{p.total} ended, {p.running} running, {p.pending} pending" if not p.upto else \
+        f"up to {p.total} ended, {p.running} running"
+    print(f"  trials: {p.done} of {planned}  ({counts})")
     print(f"  trial-epochs: {p.epochs_done} done, {p.epochs_left} to go"
           + (f", {p.epoch_s:.1f} s each" if p.epoch_s else ""))
     print(f"  {p.best.line(metric) if p.best else f'best: no {metric} yet'}")
+    if p.standings is not None:
+        _print_race(p.standings, exp_dir)
     eta = f", ETA {fmt_s(p.eta_s)}" if state == State.RUNNING else ""
     print(f"  elapsed {fmt_s(p.elapsed_s)}{eta}")
     print(f"  {code_line(exp_dir)}")
     return 0
+
+
+def _print_race(standings: list[Any], exp_dir: Path) -> None:
+    """Each configuration of a seed race: its seeds, mean and comparison with the leader."""
+    from study.analyze import read_study
+    from study.evidence import race_text
+    from study.race import summary_text
+
+    rule = read_study(exp_dir).race_rule
+    print(f"  seed race ({rule.min_seeds} to {rule.max_seeds} seeds): {summary_text(standings)}")
+    for st in standings:
+        mean = f"{st.mean:.2f}" if st.mean is not None else "no score"
+        print(f"    {st.setting}: {st.seeds} seed{'s' if st.seeds != 1 else ''}, mean {mean}, {race_text(st, rule)}")
 
 
 def _metric(exp_dir: Path) -> str:

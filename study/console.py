@@ -21,7 +21,8 @@ from typing import Any, Sequence
 from ray.tune import ProgressReporter
 
 from study.logs import verbose_choice
-from study.progress import Best, Progress, best_so_far, epochs_reported, live_progress
+from study.progress import Best, Progress, best_so_far, epochs_reported, live_progress, race_so_far
+from study.race import summary_text
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,11 @@ class StudyConsole(ProgressReporter):
     """Ray Tune progress reporter of a study (see the module docstring). Picklable: Tune saves it with
     the experiment and a resumed study gets it back; what it draws is rebuilt in each process."""
 
+    race = False  # a console saved before races existed shows none
+
     def __init__(self, exp_dir: str | Path, metric: str, total: int, epochs: int, concurrency: int,
-                 table: Any = None, verbose: bool = False, plain_every_s: float = 30.0) -> None:
+                 table: Any = None, verbose: bool = False, plain_every_s: float = 30.0, race: bool = False) -> None:
+        self.race = race  # total is then the most the seed race may run
         self.exp_dir = str(exp_dir)
         self.metric = metric
         self.total = total
@@ -51,6 +55,7 @@ class StudyConsole(ProgressReporter):
         self._last_print = -math.inf
         self._last_key: tuple[int, int] | None = None
         self._best: Best | None = None
+        self._race: str | None = None
         self._best_key: tuple[int, int] | None = None
         self._best_at = -math.inf
         self._seen_key: tuple[int, int] | None = None
@@ -112,12 +117,14 @@ class StudyConsole(ProgressReporter):
         if done or (key != self._best_key and due):
             self._best_at = now
             try:
-                self._best, _ = best_so_far(self.exp_dir)
+                self._best, tables = best_so_far(self.exp_dir)
+                if self.race:
+                    self._race = summary_text(race_so_far(self.exp_dir, tables) or [])
                 if now - self._changed_at >= SYNC_LAG_S:
                     self._best_key = key
             except Exception as e:  # noqa: BLE001 - a console line never breaks a study
                 log.debug("best so far of %s: %s", self.exp_dir, e)
-        p.best = self._best
+        p.best, p.race, p.upto = self._best, self._race, self.race
         if self._interactive():
             self._draw(p, done)
         else:

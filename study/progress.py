@@ -44,6 +44,15 @@ class Best:
         return f"best {self.setting}: {metric} {self.value:.2f}{seeds}{margin}"
 
 
+def race_so_far(exp_dir: str | Path, tables: Any, needed: bool = False) -> list[Any] | None:
+    """The seed race's standings from the study's files (study.evidence.race_standings), None
+    without a race."""
+    from study.analyze import read_study
+    from study.evidence import race_standings
+
+    return race_standings(tables, read_study(exp_dir), needed=needed)
+
+
 def best_so_far(exp_dir: str | Path) -> tuple[Best | None, Any]:
     """The ranking's best setting from the study's files, and the tables it came from."""
     import polars as pl
@@ -77,6 +86,9 @@ class Progress:
     elapsed_s: float | None = None
     best: Best | None = None
     counts: dict[str, int] = field(default_factory=dict)  # status -> trials (study.analyze's statuses)
+    race: str | None = None  # a seed race's comparisons, "2 comparisons open, 3 settled" (study.race.summary_text)
+    standings: list[Any] | None = None  # the race's study.race.Standing rows, leader first (snapshot only)
+    upto: bool = False  # `total` is the most a race may run, not a plan
 
     @property
     def pending(self) -> int:
@@ -92,11 +104,14 @@ class Progress:
 
     def line(self, metric: str, short: bool = False) -> str:
         """The progress line; `short` leaves out the times (the bar shows them) and trims the best."""
-        parts = [f"{self.done}/{self.total} trials done, {self.running} running, {self.pending} pending"
-                 + (f" ({self.errored} errored)" if self.errored else "")]
+        of = f"up to {self.total}" if self.upto else f"{self.total}"
+        parts = [f"{self.done}/{of} trials done, {self.running} running"
+                 + ("" if self.upto else f", {self.pending} pending") + (f" ({self.errored} errored)" if self.errored else "")]
+        if self.race:
+            parts.append(self.race)
         parts.append(self.best.line(metric, short) if self.best else f"best: no {metric} yet")
         if not short:
-            parts.append(f"elapsed {fmt_s(self.elapsed_s)}, ETA {fmt_s(self.eta_s)}")
+            parts.append(f"elapsed {fmt_s(self.elapsed_s)}, ETA {'at most ' if self.upto else ''}{fmt_s(self.eta_s)}")
         return " | ".join(parts)
 
 
@@ -145,7 +160,14 @@ def snapshot(exp_dir: str | Path, state: State | None = None) -> tuple[State, Pr
     best, tables = best_so_far(exp_dir)
     t = tables.trials
     counts = {s: n for s, n in t.group_by("status").len().iter_rows()} if t.height else {}
-    p = Progress(total=max(total, t.height), best=best, counts=counts)
+    p = Progress(total=max(total, t.height), best=best, counts=counts, upto=bool(spec and spec.race))
+    if state == State.FINISHED:  # a finished race ran what it needed: nothing is pending
+        p.total, p.upto = t.height, False
+    p.standings = race_so_far(exp_dir, tables, needed=True)
+    if p.standings is not None:
+        from study.race import summary_text
+
+        p.race = summary_text(p.standings)
     p.done = t.height - counts.get("running", 0)
     if t.height:  # analyze's "running" holds Tune's PENDING trials too (not ended)
         p.running = t.filter((pl.col("status") == "running") & (pl.col("ray_status").fill_null("") != "PENDING")).height
@@ -179,4 +201,4 @@ def _started(exp_dir: Path) -> float | None:
     return min(starts) if starts else None
 
 
-__all__ = ["Best", "Progress", "best_so_far", "epochs_reported", "fmt_s", "live_progress", "snapshot"]
+__all__ = ["Best", "Progress", "best_so_far", "race_so_far", "epochs_reported", "fmt_s", "live_progress", "snapshot"]

@@ -171,7 +171,7 @@ def _console(spec: StudySpec, place: Place) -> Any:
     from study.console import StudyConsole
 
     return StudyConsole(place.exp_dir, spec.metric, spec.num_trials, spec.max_epochs,
-                        spec.max_concurrent or 1, table=_progress_reporter(spec))
+                        spec.max_concurrent or 1, table=_progress_reporter(spec), race=spec.race is not None)
 
 
 def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: bool) -> Any:

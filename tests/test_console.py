@@ -94,6 +94,33 @@ def test_status_of_a_finished_study(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert f"best {best['setting']}" in out
 
 
+def test_status_and_the_progress_line_of_a_seed_race(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fake_results import write_scores_study
+    from study.evidence import race_arms_of, race_text
+    from study.race import standings, summary_text
+
+    scores = {"None": [33.0, 33.4, 32.9, 33.2], "Monotonic": [32.8, 33.5, 33.1, 32.7], "Cyclical": [20.0, 20.3]}
+    exp = write_scores_study(tmp_path, scores, name="raced")
+    text = (exp / "study.toml").read_text()
+    (exp / "study.toml").write_text(re.sub(r"seeds = \[[^]]*\]", "seeds = { min = 2, max = 4 }", text))
+    (exp / "tuner.pkl").write_bytes(b"")
+    info = read_study(exp)
+    assert info.race_rule is not None
+    expected = standings(race_arms_of(analyze(exp)), info.race_rule, needed=True)
+    state, p = snapshot(exp)  # finished: the race ran what it needed, nothing is pending
+    assert state == "finished" and not p.upto and p.total == 10 and p.pending == 0
+    assert p.race == summary_text(expected) and summary_text(expected) in p.line("val/psnr")
+    (exp / "finished.json").unlink()
+    state, p = snapshot(exp)  # interrupted: the race may still give 2 more seeds
+    assert state != "finished" and p.upto and p.total == 3 * 4 and "up to 12" in p.line("val/psnr")
+    assert cli(["status", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert "10 of up to 12 ended" in out
+    assert f"seed race (2 to 4 seeds): {summary_text(expected)}" in out
+    for st in expected:
+        assert f"{st.setting}: {st.seeds} seeds, mean {st.mean:.2f}, {race_text(st, info.race_rule)}" in out
+
+
 def test_status_of_a_running_and_of_an_interrupted_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exp = write_fake_study(tmp_path, partial=True)
     (exp / "tuner.pkl").write_bytes(b"")
