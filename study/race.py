@@ -101,9 +101,11 @@ def _lost(scores: Scores) -> int:
     return sum(not finite(v) for v in scores.values())
 
 
-def ranked(arms: Mapping[str, Scores], mode: str) -> list[str]:
-    """The settings in THE ranking's order (study.ranking.sort_key), best first."""
-    return sorted(arms, key=lambda s: sort_key(_mean(arms[s]), _lost(arms[s]), s, mode))
+def ranked(arms: Mapping[str, Scores], mode: str, racing: Collection[str] | None = None) -> list[str]:
+    """The settings in THE ranking's order (study.ranking.sort_key), best first; `racing`: the
+    configurations of a confirmation race, which rank before the others."""
+    return sorted(arms, key=lambda s: sort_key(_mean(arms[s]), _lost(arms[s]), s, mode,
+                                               racing is None or s in racing))
 
 
 def contenders(arms: Mapping[str, Scores], rule: RaceRule, top: int | None) -> list[str]:
@@ -147,7 +149,7 @@ def standings(arms: Mapping[str, Scores], rule: RaceRule, top: int | None = None
     seed -> score of its ended trials; `needed`: open ones with the seeds they would need). Before
     the leader has two scores nothing is settled."""
     racing = set(contenders(arms, rule, top))
-    order = ranked(arms, rule.mode)
+    order = ranked(arms, rule.mode, racing)
     in_race = [s for s in order if s in racing]
     out: list[Standing] = []
     leader = in_race[0] if in_race else None

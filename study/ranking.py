@@ -36,13 +36,15 @@ def trial_objective(reports: Iterable[tuple[int, Any]], objective: str, mode: st
     return value, epoch
 
 
-def sort_key(mean: float | None, lost: int, setting: str, mode: str) -> tuple[Any, ...]:
+def sort_key(mean: float | None, lost: int, setting: str, mode: str, raced: bool = True) -> tuple[Any, ...]:
     """THE ranking's order of settings (sorted ascending: the first is the best): a setting with a
-    score before one with none, one that lost no seed (an ended trial without a score) before one
-    that lost some, then by its mean over the seeds that scored (`mode`), then by name."""
+    score before one with none; in a confirmation race (study.race), one that raced before one that
+    was only searched (its mean over a few lucky seeds was never confirmed); one that lost no seed
+    (an ended trial without a score) before one that lost some; then by its mean over the seeds that
+    scored (`mode`), then by name."""
     scored = mean is not None and math.isfinite(mean)
     value = (-mean if mode == "max" else mean) if scored else math.inf  # type: ignore[operator]
-    return (not scored, lost > 0, value, setting)
+    return (not scored, not raced, lost > 0, value, setting)
 
 
 def fmt_value(v: Any) -> str:

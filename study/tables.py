@@ -38,6 +38,7 @@ from study._compat import trial_states
 from study.analyze import StudyInfo, read_study
 from study.keys import CPU_S, GPU_SHARE, SEED
 from study.place import FINISHED, TABLES_DIR, TRIAL_ERROR, TRIAL_RESULTS
+from study.race import contenders, race_arms
 from study.ranking import fmt_value, setting_label, sort_key, trial_objective
 from study.results import (CHECKPOINT_KEY, FRAME_SCHEMA, checkpoints, frame_rows, last_line, read_results, sources,
                            trial_dirs, trial_params, trial_start)
@@ -365,14 +366,24 @@ def ranking(tables: Tables, info: StudyInfo) -> pl.DataFrame:
              pl.col("seed").sort().alias("seeds"), *status)
         .join(best, on="setting", how="left")
         .with_columns(complete=pl.col("lost") == 0)
-        .pipe(_ranked, info.mode)
+        .pipe(_ranked, info.mode, _confirmed(t, info))
         .with_row_index("rank", offset=1)
     )
 
 
-def _ranked(agg: pl.DataFrame, mode: str) -> pl.DataFrame:
+def _confirmed(trials: pl.DataFrame, info: StudyInfo) -> set[str] | None:
+    """The settings of a confirmation race (study.race.contenders), None in any other study."""
+    rule = info.race_rule
+    if rule is None or not info.confirm_top or not trials.height:
+        return None
+    ended = trials.filter(pl.col("status") != "running").select("setting", "seed", "objective")
+    return set(contenders(race_arms(ended.iter_rows()), rule, info.confirm_top))
+
+
+def _ranked(agg: pl.DataFrame, mode: str, racing: set[str] | None) -> pl.DataFrame:
     # the order is study.ranking.sort_key's, the one rule the seed race's leader follows too
-    keys = [sort_key(m, lost, s, mode) for m, lost, s in agg.select("mean", "lost", "setting").iter_rows()]
+    keys = [sort_key(m, lost, s, mode, racing is None or s in racing)
+            for m, lost, s in agg.select("mean", "lost", "setting").iter_rows()]
     return agg[sorted(range(agg.height), key=keys.__getitem__)] if agg.height else agg
 
 

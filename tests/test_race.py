@@ -309,3 +309,30 @@ def test_a_smoke_race_killed_mid_race_resumes_with_no_trial_lost_or_run_twice(tm
     counts, _, _ = replay({k: [v[s] for s in sorted(v)] for k, v in arms.items()}, spec.race_rule)
     assert counts == {k: len(v) for k, v in arms.items()}
     assert {st.state for st in race_standings(tables, info)} <= {LEADER, OPEN, WORSE, EQUIVALENT}
+
+
+def test_a_confirmation_race_ranks_the_raced_configurations_first(tmp_path: Path) -> None:
+    """A configuration only searched (2 lucky seeds) never outranks the race's leader: THE ranking,
+    best.toml's source, and the race agree on the winner."""
+    import re
+
+    from fake_results import write_scores_study
+    from study.analyze import read_study
+    from study.evidence import race_standings
+    from study.tables import analyze, ranking
+
+    # by their first 2 seeds A and B are the top 2 and race; C (mean 29.95) is searched only, and ends
+    # above both raced means
+    scores = {"Monotonic": [30.0, 31.0, 27.0, 27.0], "Cyclical": [30.0, 30.4, 28.0, 28.0], "None": [29.9, 30.0]}
+    exp = write_scores_study(tmp_path, scores, name="confirm")
+    text = (exp / "study.toml").read_text()
+    text = re.sub(r"seeds = \[[^]]*\]", "seeds = { min = 2, max = 4 }\nnum_samples = 3", text)
+    (exp / "study.toml").write_text(text.replace('sampler = "grid"', 'sampler = "random"\nconfirm_top = 2'))
+    info = read_study(exp)
+    assert info.confirm_top == 2 and info.race_rule is not None
+    tables = analyze(exp)
+    ranked = ranking(tables, info)["setting"].to_list()
+    assert ranked == ["kl_anneal_type=Cyclical", "kl_anneal_type=Monotonic", "kl_anneal_type=None"]
+    table = race_standings(tables, info, needed=False)
+    assert table is not None and table[0].setting == ranked[0] and table[0].state == LEADER
+    assert next(st for st in table if st.setting.endswith("None")).state == NOT_RACED
