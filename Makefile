@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: demo demo-fresh test test-fast test-cluster bench bench-study gpu-check clean-venv
+.PHONY: demo demo-fresh test test-fast test-cluster bench bench-study bench-racing gpu-check clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench: $(STAMP)
 bench-study: $(STAMP)
 	$(PY) benchmarks/study_overhead.py
 	$(PY) benchmarks/asha_savings.py
+
+# The seed race: replays results/kl-fixed8 (a fixed 8-seed kl study; `--run` makes it, ~1 h on 2 cores)
+# and simulated populations with known means.
+bench-racing: $(STAMP)
+	$(PY) benchmarks/racing.py
 
 # One prepared check for a machine with a GPU (at most ~8 minutes): the gpu-marked tests, training
 # throughput at lab dims in fp32 / bf16 / bf16 + compile, and k trials packed on one GPU. Without

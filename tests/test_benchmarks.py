@@ -1,13 +1,21 @@
-"""The GPU-facing benchmarks run as a user types them, and say so plainly where there is no GPU."""
+"""The benchmarks run as a user types them; the GPU-facing ones say so plainly where there is no GPU."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
+import statistics
 import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
+from fake_results import write_scores_study
+from study.race import RaceRule, replay
+from study.spec import load_spec
 from study_helpers import PYTHON, ROOT, scaled
 
 
@@ -49,3 +57,104 @@ def test_throughput_prints_device_and_precision(tmp_path: Path, cache_dir: Path,
     rows = [json.loads(x) for x in done.stdout.splitlines()]
     assert {(r["case"], r["impl"]) for r in rows} >= {("train", "fast"), ("train", "reference"), ("rollout", "fast")}
     assert all(r["device"] == "cpu" and r["precision"] == precision and r["compile"] is False for r in rows)
+
+
+# --- benchmarks/racing.py: a finished fixed-seed study replayed as a seed race ---------------------
+
+@functools.cache
+def _racing() -> ModuleType:
+    """benchmarks/racing.py as a module (benchmarks/ is no package), for the checks that need no subprocess."""
+    spec = importlib.util.spec_from_file_location("racing", ROOT / "benchmarks/racing.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["racing"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+# A clear leader, one close behind it and one far worse: 8 fixed seeds each.
+RACE_SCORES = {"Monotonic": [31.6, 31.9, 31.4, 31.8, 31.5, 31.7, 31.6, 31.9],
+               "Cyclical": [31.2, 31.7, 31.0, 31.5, 31.4, 31.1, 31.6, 31.3],
+               "None": [27.0, 27.5, 26.8, 27.2, 27.1, 26.9, 27.3, 27.4]}
+
+
+@pytest.mark.slow
+def test_racing_replays_a_fixed_seed_study_and_simulates(tmp_path: Path) -> None:
+    study = write_scores_study(tmp_path / "results", RACE_SCORES, name="fixed8")
+    done = _run([str(ROOT / "benchmarks/racing.py"), "--study", str(study), "--reps", "20"], tmp_path, tmp_path)
+    assert done.returncode == 0, done.stderr
+    replayed, *simulated = [json.loads(x) for x in done.stdout.splitlines()]
+    # the race on the same scores, replayed here (the fake study's alpha, margin and pairing are the defaults)
+    per_seed = {f"kl_anneal_type={k}": v for k, v in RACE_SCORES.items()}
+    counts, table, _ = replay(per_seed, RaceRule(2, 8))
+    best = max(per_seed, key=lambda s: statistics.mean(per_seed[s]))
+    assert replayed["run"] == "replay" and replayed["study"] == str(study)
+    assert (replayed["configurations"], replayed["seeds"], replayed["fixed_trials"]) == (3, 8, 3 * 8)
+    assert replayed["race_seeds"] == counts and replayed["race_trials"] == sum(counts.values())
+    assert replayed["trials_ratio"] == pytest.approx(sum(counts.values()) / 24, abs=1e-4)
+    assert replayed["fixed_leader"] == replayed["race_leader"] == best and replayed["same_leader"]
+    verdicts = {v["setting"]: v for v in replayed["verdicts"]}
+    assert set(verdicts) == {st.setting for st in table if st.settled}
+    far = verdicts["kl_anneal_type=None"]
+    assert far["state"] == "clearly worse" and far["seeds"] < 8 and not far["contradicted"]
+    gap = statistics.mean(per_seed["kl_anneal_type=None"]) - statistics.mean(per_seed[best])
+    assert far["fixed_diff"] == pytest.approx(gap, abs=1e-4)
+    assert replayed["targets"]["same leader"] and replayed["targets"]["no contradicted settled verdict"]
+    assert replayed["targets"]["race trials <= 50% of the fixed study's"] == (sum(counts.values()) <= 12)
+    assert replayed["targets_met"] == all(replayed["targets"].values())
+    # one line per simulated population, rates that are rates
+    assert [s["run"] for s in simulated] == ["simulate"] * 3
+    for s in simulated:
+        k = len(s["means"])
+        assert s["reps"] == 20 and s["comparisons"] == 20 * (k - 1) and 0 < s["trials_fraction"] <= 1
+        assert s["settled_per_rep"] == pytest.approx(s["settled"] / 20, abs=1e-3)
+        assert s["wrong_clearly_worse"] + s["wrong_equivalent"] <= s["settled"] <= s["comparisons"]
+        wrong = s["wrong_clearly_worse"] + s["wrong_equivalent"]
+        assert s["wrong_per_comparison"] == pytest.approx(wrong / s["comparisons"], abs=1e-4)
+        assert s["target_met"] == (s["wrong_per_comparison"] <= s["rule"]["alpha"])
+        low, high = s["wrong_per_comparison_ci95"]
+        assert 0 <= low <= s["wrong_per_comparison"] <= high <= 1
+
+
+def test_racing_refuses_a_study_whose_configurations_ran_different_seeds(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    study = write_scores_study(tmp_path / "results", {"Monotonic": RACE_SCORES["Monotonic"], "None": [27.0, 27.5, 26.8]},
+                               name="ragged")
+    assert _racing().main(["--study", str(study), "--no-simulate"]) == 2  # the script's exit code
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(f"error: {study}: configurations ran different seeds") and "[0, 1, 2]" in line
+
+
+# Verdicts settled on seeds 0-1 that seeds 2-7 overturn. "clearly worse": Monotonic is 2 dB ahead on
+# seeds 0-1, None 3 dB ahead on the rest; "equivalent": level on seeds 0-1, None 3 dB behind on the rest.
+OVERTURNED = {
+    "clearly worse": ({"Monotonic": [31.0, 31.1, 31.0, 30.0, 30.1, 30.0, 30.1, 30.0],
+                       "None": [29.0, 29.1, 33.0, 33.1, 33.0, 33.1, 33.0, 33.1]}, "kl_anneal_type=None"),
+    "equivalent": ({"Monotonic": [31.0, 31.01, 31.1, 30.9, 31.05, 30.95, 31.0, 31.1],
+                    "None": [30.99, 31.0, 28.0, 28.2, 27.9, 28.1, 28.0, 28.2]}, "kl_anneal_type=Monotonic"),
+}
+
+
+@pytest.mark.parametrize("state", OVERTURNED)
+def test_racing_calls_a_verdict_that_all_seeds_overturn_contradicted(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                      state: str) -> None:
+    scores, fixed_leader = OVERTURNED[state]
+    study = write_scores_study(tmp_path / "results", scores, name="overturned")
+    assert _racing().main(["--study", str(study), "--no-simulate"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    out = json.loads(line)
+    assert (out["race_leader"], out["fixed_leader"]) == ("kl_anneal_type=Monotonic", fixed_leader)
+    assert out["race_seeds"] == {"kl_anneal_type=Monotonic": 2, "kl_anneal_type=None": 2}  # settled at once
+    (v,) = out["verdicts"]
+    assert (v["setting"], v["state"], v["seeds"], v["contradicted"]) == ("kl_anneal_type=None", state, 2, True)
+    assert out["targets"] == {"same leader": state == "equivalent", "no contradicted settled verdict": False,
+                              "race trials <= 50% of the fixed study's": True} and not out["targets_met"]
+
+
+def test_racing_run_writes_the_fixed_kl_study_beside_its_results(tmp_path: Path) -> None:
+    path = _racing().fixed_variant(tmp_path / "results" / "kl-fixed8", 8)
+    assert path == tmp_path / "results" / "kl-fixed8.toml"
+    fixed, kl = load_spec(path), load_spec(ROOT / "search_spaces/kl.toml")
+    assert (fixed.name, fixed.seeds, fixed.race) == ("kl-fixed8", tuple(range(8)), None)
+    assert fixed.fixed == kl.fixed and fixed.num_configs == kl.num_configs  # the kl study's tables, its base resolved
