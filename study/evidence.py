@@ -59,10 +59,10 @@ def trial_scores(tables: Tables, info: StudyInfo) -> pl.DataFrame:
     return base.with_columns(pl.lit(None, pl.Float64).alias(v) for c, v in _AT_SCORE.items() if v not in base.columns)
 
 
-def compare(trials: pl.DataFrame, a: str, b: str, unit: str = " dB") -> Test:
-    """Welch's test of two settings' scores (trial_scores rows)."""
+def compare(trials: pl.DataFrame, a: str, b: str, unit: str = " dB", alpha: float = ALPHA) -> Test:
+    """Welch's test of two settings' scores (trial_scores rows), clear at p < alpha ([study] alpha)."""
     of = lambda s: trials.filter(pl.col("setting") == s)["score"].to_list()  # noqa: E731
-    return welch(of(a), of(b), a, b, unit)
+    return welch(of(a), of(b), a, b, unit, alpha=alpha)
 
 
 # -- the seed race ----------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def race_text(st: Standing, rule: RaceRule) -> str:
     if st.state in (LEADER, NOT_RACED):
         return st.state
     if st.state == WORSE:
-        return f"clearly worse ({p_text(st.p)} < {rule.level:.3g})" if st.p is not None else st.state
+        return f"clearly worse ({p_text(st.p)}, level {rule.level:.2g})" if st.p is not None else st.state
     if st.state == EQUIVALENT:
         return f"equivalent within +-{rule.margin:g} (TOST {p_text(st.tost_p)})" if st.tost_p is not None else st.state
     at_max = " at max seeds" if st.seeds >= rule.max_seeds else ""
@@ -233,27 +233,28 @@ def _directional(t: Test, expect_a_higher: bool) -> tuple[str, str]:
 
 
 def equality_claim(a: Sequence[float], b: Sequence[float], a_name: str, b_name: str,
-                   margin: float = MARGIN_DB) -> tuple[str, str]:
-    """(status, words) of "a is about as good as b": reproduced when TOST shows |difference| < margin,
-    contradicted when the difference is clear, undecided otherwise (with the seeds it would need)."""
-    e = tost(a, b, margin, a_name, b_name)
+                   margin: float = MARGIN_DB, alpha: float = ALPHA) -> tuple[str, str]:
+    """(status, words) of "a is about as good as b": reproduced when TOST at alpha shows |difference| <
+    margin, contradicted when the difference is clear, undecided otherwise (with the seeds it would need)."""
+    e = tost(a, b, margin, a_name, b_name, alpha=alpha)
     t = e.test
     if not t.testable:
         return "not measured here", t.sentence()
     xa, xb = _finite(a), _finite(b)
     if max(xa) == min(xa) and max(xb) == min(xb):
         low, high = t.low, t.high
-    else:  # the interval TOST at ALPHA checks against the margin: the (1 - 2 ALPHA) one
-        ci = stats.ttest_ind(xa, xb, equal_var=False).confidence_interval(1 - 2 * ALPHA)
+    else:  # the interval TOST at alpha checks against the margin: the (1 - 2 alpha) one
+        ci = stats.ttest_ind(xa, xb, equal_var=False).confidence_interval(1 - 2 * alpha)
         low, high = float(ci.low), float(ci.high)
-    words = (f"{a_name} vs {b_name}: {t.diff:+.2f} dB, {100 * (1 - 2 * ALPHA):.0f}% CI [{low:+.2f}, {high:+.2f}] dB, "
+    words = (f"{a_name} vs {b_name}: {t.diff:+.2f} dB, {100 * (1 - 2 * alpha):.3g}% CI [{low:+.2f}, {high:+.2f}] dB, "
              f"n = {t.n_a} vs {t.n_b}")
     if t.clear:
         return "contradicted", f"{words}: a clear difference (Welch's t-test {p_text(t.p)})"
     if e.equivalent:
         return "reproduced", f"{words}: equal within +-{margin:g} dB (TOST {p_text(e.p)})"
+    needed = seeds_needed(a, b, equality=True, margin=margin, alpha=alpha)
     return "undecided", (f"{words}: neither a clear difference (Welch {p_text(t.p)}) nor equal within +-{margin:g} dB "
-                         f"(TOST {p_text(e.p)}); {needs_text(seeds_needed(a, b, equality=True, margin=margin), True)}")
+                         f"(TOST {p_text(e.p)}); {needs_text(needed, True)}")
 
 
 def _pooled(searched: Sequence[str], own: Sequence[str]) -> str:
@@ -265,18 +266,18 @@ def _not_here(question: str, lab: str, why: str) -> Claim:
     return Claim(question, lab, why, "not measured here")
 
 
-def claim_tfr(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
+def claim_tfr(trials: pl.DataFrame, searched: Sequence[str], alpha: float = ALPHA) -> Claim:
     q, lab = "Does teacher forcing help?", "tfr 0.0 (no teacher forcing) beat tfr 1.0 with decay"
     if "tfr" not in searched:
         return _not_here(q, lab, "tfr is not searched in this study")
     zero, one = _scores(trials, pl.col("tfr") == 0.0), _scores(trials, pl.col("tfr") == 1.0)
     if not zero or not one:
         return _not_here(q, lab, "no trials at both tfr 0.0 and tfr 1.0")
-    status, words = _directional(welch(zero, one, "tfr 0.0", "tfr 1.0"), expect_a_higher=True)
+    status, words = _directional(welch(zero, one, "tfr 0.0", "tfr 1.0", alpha=alpha), expect_a_higher=True)
     return Claim(q, lab, words + _pooled(searched, ["tfr"]), status)
 
 
-def claim_kl_start(trials: pl.DataFrame, epochs: pl.DataFrame, searched: Sequence[str]) -> Claim:
+def claim_kl_start(trials: pl.DataFrame, epochs: pl.DataFrame, searched: Sequence[str], alpha: float = ALPHA) -> Claim:
     q, lab = "Which KL annealing? (training loss)", "the annealed schedules start with far lower loss than None"
     if "kl_anneal_type" not in searched:
         return _not_here(q, lab, "kl_anneal_type is not searched in this study")
@@ -289,20 +290,21 @@ def claim_kl_start(trials: pl.DataFrame, epochs: pl.DataFrame, searched: Sequenc
     none = _scores(df, pl.col("kl_anneal_type") == "None", "first_loss")
     if not annealed or not none:
         return _not_here(q, lab, "no trials of both None and an annealed schedule")
-    t = welch(none, annealed, "None", "annealed", unit="")
+    t = welch(none, annealed, "None", "annealed", unit="", alpha=alpha)
     words = f"first-epoch train/loss: None {t.mean_a:.4g} vs annealed {t.mean_b:.4g}, {t.verdict()}"
     status = _verdict(t, expect_a_higher=True)
     return Claim(q, lab, words + _pooled(searched, ["kl_anneal_type", "kl_anneal_cycle"]), status)
 
 
-def claim_cyclical_monotonic(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
+def claim_cyclical_monotonic(trials: pl.DataFrame, searched: Sequence[str], alpha: float = ALPHA,
+                             margin: float = MARGIN_DB) -> Claim:
     q, lab = "Which KL annealing? (val/psnr)", "Cyclical is about as good as Monotonic"
     if "kl_anneal_type" not in searched:
         return _not_here(q, lab, "kl_anneal_type is not searched in this study")
     cyc, mono = _scores(trials, pl.col("kl_anneal_type") == "Cyclical"), _scores(trials, pl.col("kl_anneal_type") == "Monotonic")
     if not cyc or not mono:
         return _not_here(q, lab, "no trials of both Cyclical and Monotonic")
-    status, words = equality_claim(cyc, mono, "Cyclical", "Monotonic")
+    status, words = equality_claim(cyc, mono, "Cyclical", "Monotonic", margin, alpha)
     return Claim(q, lab, words + _pooled(searched, ["kl_anneal_type", "kl_anneal_cycle"]), status)
 
 
@@ -310,7 +312,7 @@ def _all_fast(df: pl.DataFrame) -> pl.Expr:
     return pl.col("fast_train_epoch") >= pl.col("epochs") if "epochs" in df.columns else pl.lit(False)
 
 
-def claim_fast_train(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
+def claim_fast_train(trials: pl.DataFrame, searched: Sequence[str], alpha: float = ALPHA) -> Claim:
     q, lab = "Does fast train help?", "fast-train in every epoch gave the best val/psnr"
     if "fast_train_epoch" not in searched:
         return _not_here(q, lab, "fast_train_epoch is not searched in this study")
@@ -321,11 +323,12 @@ def claim_fast_train(trials: pl.DataFrame, searched: Sequence[str]) -> Claim:
     by = others.group_by("fast_train_epoch").agg(pl.col("score").mean().alias("m")).sort("m", descending=True)
     rival = by["fast_train_epoch"][0]
     rivals = _scores(trials, pl.col("fast_train_epoch") == rival)
-    status, words = _directional(welch(fast, rivals, "all-fast", f"fast_train_epoch {rival}"), True)
+    status, words = _directional(welch(fast, rivals, "all-fast", f"fast_train_epoch {rival}", alpha=alpha), True)
     return Claim(q, lab, words + _pooled(searched, ["fast_train_epoch"]), status)
 
 
-def claim_best_overall(trials: pl.DataFrame, ranking: pl.DataFrame, searched: Sequence[str]) -> Claim:
+def claim_best_overall(trials: pl.DataFrame, ranking: pl.DataFrame, searched: Sequence[str],
+                       alpha: float = ALPHA) -> Claim:
     q, lab = "Best overall", "KL annealing None with all-fast-train"
     if not {"kl_anneal_type", "fast_train_epoch"} <= set(searched):
         return _not_here(q, lab, "needs kl_anneal_type and fast_train_epoch searched together")
@@ -337,18 +340,27 @@ def claim_best_overall(trials: pl.DataFrame, ranking: pl.DataFrame, searched: Se
     if lab_setting == top:
         return Claim(q, lab, f"the top setting is {top}", "reproduced")
     a, b = _scores(trials, pl.col("setting") == top), _scores(trials, pl.col("setting") == lab_setting)
-    status, words = _directional(welch(a, b, top, lab_setting), expect_a_higher=False)
+    status, words = _directional(welch(a, b, top, lab_setting, alpha=alpha), expect_a_higher=False)
     return Claim(q, lab, f"the top setting is {top}; " + words, status)
 
 
-def claims(trials: pl.DataFrame, epochs: pl.DataFrame, ranking: pl.DataFrame, searched: Sequence[str]) -> list[Claim]:
+def claims(trials: pl.DataFrame, epochs: pl.DataFrame, ranking: pl.DataFrame, searched: Sequence[str],
+           alpha: float = ALPHA, margin: float = MARGIN_DB) -> list[Claim]:
     """One row per lab claim: those this study's parameters can test, the others "not measured here".
     The lab's claims are about val/psnr: each trial's at its score's epoch (its score when that is the
-    study's metric), compared with Welch's test."""
+    study's metric), compared with Welch's test at `alpha`, equality within +-`margin` dB (the study's
+    [study] alpha and margin_db: claim_margin)."""
     ok, _ = scored(trials)
     ok = ok.with_columns(_psnr(ok).alias("score"))
-    return [claim_tfr(ok, searched), claim_kl_start(ok, epochs, searched), claim_cyclical_monotonic(ok, searched),
-            claim_fast_train(ok, searched), claim_best_overall(ok, ranking, searched)]
+    return [claim_tfr(ok, searched, alpha), claim_kl_start(ok, epochs, searched, alpha),
+            claim_cyclical_monotonic(ok, searched, alpha, margin), claim_fast_train(ok, searched, alpha),
+            claim_best_overall(ok, ranking, searched, alpha)]
+
+
+def claim_margin(info: StudyInfo) -> float:
+    """The margin of the lab's equality claims, in dB: the study's margin_db where its metric is a PSNR;
+    another metric's margin is in that metric's unit, not dB, so the claims keep MARGIN_DB there."""
+    return info.margin if "psnr" in info.metric else MARGIN_DB
 
 
 def claims_table(rows: Sequence[Claim]) -> pl.DataFrame:
@@ -358,6 +370,6 @@ def claims_table(rows: Sequence[Claim]) -> pl.DataFrame:
                                 "status": pl.String})
 
 
-__all__ = ["race_arms_of", "race_over", "race_standings", "race_text", "ALPHA", "CLAIM_STATUSES", "MARGIN_DB", "Claim", "Equivalence", "Test", "equality_claim", "needs_text", "seeds_needed",
+__all__ = ["race_arms_of", "race_over", "race_standings", "race_text", "ALPHA", "CLAIM_STATUSES", "claim_margin", "MARGIN_DB", "Claim", "Equivalence", "Test", "equality_claim", "needs_text", "seeds_needed",
            "tost", "any_learned", "claims", "claims_table", "compare", "learned_settings",
            "budget_advice", "learning", "learning_sentence", "p_text", "scored", "step_diagnosis", "trial_scores", "welch"]

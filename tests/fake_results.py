@@ -20,7 +20,8 @@ OBJECTIVE_WINNER says which setting each objective must pick.
 `write_scores_study(root, scores, ...)` writes a finished kl study whose trials end on the given
 val/psnr per setting and seed (a known answer for the learning sentence and Welch's verdicts), with,
 optionally, the one-step metrics (val/psnr_step, val/psnr_step_hold) and the GPU fraction Ray
-reserved (resources/gpu) in every result row.
+reserved (resources/gpu) in every result row; `write_race_study(root, per_seed, ...)` a finished seed
+race ([study] seeds = { min, max }) holding the trials study.race would have run on those scores.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cvae import schedules
+from study.compare import ALPHA, MARGIN_DB
+from study.race import RaceRule, replay
 from study.spec import load_spec
 
 EPOCHS = 6
@@ -240,7 +243,7 @@ metric = "val/psnr"
 mode = "max"
 objective = "{objective}"
 seeds = {seeds}
-
+{keys}
 [search]
 sampler = "grid"
 
@@ -257,13 +260,16 @@ OBJECTIVE_WINNER = {"best": "kl_anneal_type=Monotonic", "last": "kl_anneal_type=
 
 
 def _write_kl_study(root: str | Path, name: str, what: str, curves: dict[str, list[Callable[[int], float]]],
-                    objective: str = "best", **trial: Any) -> Path:
+                    objective: str = "best", seeds: str | None = None, keys: dict[str, Any] | None = None,
+                    **trial: Any) -> Path:
     """A finished study over kl_anneal_type: curves[kind][seed](epoch) is that trial's val/psnr;
-    `trial` goes to _write_trial (keep, floor, extra)."""
+    `seeds` the [study] seeds as TOML (default the list 0..n-1), `keys` more [study] keys; `trial`
+    goes to _write_trial (keep, floor, extra)."""
     out = Path(root) / name
     out.mkdir(parents=True)
-    seeds = list(range(max(len(v) for v in curves.values())))
-    (out / "study.toml").write_text(KL_STUDY.format(what=what, name=name, objective=objective, seeds=seeds,
+    seeds = seeds or json.dumps(list(range(max(len(v) for v in curves.values()))))
+    lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (keys or {}).items())  # numbers and bools: TOML too
+    (out / "study.toml").write_text(KL_STUDY.format(what=what, name=name, objective=objective, seeds=seeds, keys=lines,
                                                     choices=json.dumps(list(curves)), tiny=TINY.format(val=VAL_FRAMES),
                                                     epochs=EPOCHS))
     spec = load_spec(out / "study.toml")
@@ -289,10 +295,13 @@ def write_objective_study(root: str | Path, objective: str, name: str = "objecti
 
 
 def write_scores_study(root: str | Path, scores: dict[str, list[float]], name: str = "scores", *, hold: float = HOLD,
-                       step: tuple[float, float] | None = None, gpu: float | None = None) -> Path:
+                       step: tuple[float, float] | None = None, gpu: float | None = None,
+                       keys: dict[str, Any] | None = None, race: tuple[int, int] | None = None) -> Path:
     """A finished study over kl_anneal_type whose trial of setting k, seed i climbs to scores[k][i] at its
     last epoch; the floor is `hold`. step=(above, copy): val/psnr_step = val/psnr + above and
-    val/psnr_step_hold = copy in every row; gpu: resources/gpu in every row."""
+    val/psnr_step_hold = copy in every row; gpu: resources/gpu in every row; keys: more [study] keys
+    (alpha, margin_db, paired); race=(min, max): [study] seeds = { min, max } (a seed race), and each
+    setting runs as many seeds as its list holds (write_race_study plays the race out)."""
 
     def extra(psnr: float) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -303,4 +312,17 @@ def write_scores_study(root: str | Path, scores: dict[str, list[float]], name: s
         return row
 
     curves = {kl: [lambda e, last=last: last - 0.5 * (EPOCHS - 1 - e) for last in v] for kl, v in scores.items()}
-    return _write_kl_study(root, name, "every trial ends on a given val/psnr", curves, floor=hold, extra=extra)
+    seeds = f"{{ min = {race[0]}, max = {race[1]} }}" if race is not None else None
+    return _write_kl_study(root, name, "every trial ends on a given val/psnr", curves, seeds=seeds, keys=keys,
+                           floor=hold, extra=extra)
+
+
+def write_race_study(root: str | Path, per_seed: dict[str, list[float]], name: str = "race", *, race: tuple[int, int] = (2, 4),
+                     keys: dict[str, Any] | None = None) -> Path:
+    """A finished seed race over kl_anneal_type: per_seed[setting][k] is what seed k would score, and
+    the study holds the trials the race (study.race.replay, at the study's alpha / margin_db / paired
+    in `keys`) would have run: the leader and the open ones more seeds, the settled ones fewer."""
+    k = keys or {}
+    rule = RaceRule(race[0], race[1], "max", k.get("alpha", ALPHA), k.get("margin_db", MARGIN_DB), k.get("paired", False))
+    counts, _, _ = replay(per_seed, rule)
+    return write_scores_study(root, {s: v[:counts[s]] for s, v in per_seed.items()}, name, keys=keys, race=race)

@@ -8,10 +8,10 @@ from scipy import stats
 
 from fake_results import write_fake_study
 from study import evidence
-from study.analyze import read_study
+from study.analyze import StudyInfo, read_study
 from study.tables import analyze, ranking
-from study.evidence import (claims, equality_claim, learned_settings, learning, learning_sentence, seeds_needed,
-                            step_diagnosis, tost, trial_scores, welch)
+from study.evidence import (claim_margin, claims, equality_claim, learned_settings, learning, learning_sentence, p_text,
+                            seeds_needed, step_diagnosis, tost, trial_scores, welch)
 
 
 def trials(rows: list[tuple[str, float, float]], **params: list) -> pl.DataFrame:
@@ -157,3 +157,29 @@ def test_an_equality_claim_needs_equivalence_not_a_missing_difference() -> None:
     apart = equality_claim([25.0, 25.1, 24.9], [27.0, 27.2, 27.1], "Cyclical", "Monotonic")
     assert apart[0] == "contradicted" and "a clear difference" in apart[1]
     assert equality_claim([25.0], [25.0, 25.1], "a", "b")[0] == "not measured here"
+
+
+def test_the_claims_use_the_studys_level_and_margin() -> None:
+    from statsmodels.stats.weightstats import ttost_ind
+
+    cyc, mono = [25.0, 25.6, 24.8], [25.3, 24.9, 25.5]
+    assert equality_claim(cyc, mono, "Cyclical", "Monotonic")[0] == "undecided"
+    status, words = equality_claim(cyc, mono, "Cyclical", "Monotonic", margin=2.0)
+    tost_p = ttost_ind(cyc, mono, -2, 2, usevar="unequal")[0]
+    assert status == "reproduced" and f"equal within +-2 dB (TOST {p_text(tost_p)})" in words
+    ci = stats.ttest_ind(cyc, mono, equal_var=False).confidence_interval(0.8)  # TOST at alpha 0.1 checks the 80% one
+    assert f"80% CI [{ci.low:+.2f}, {ci.high:+.2f}] dB" in equality_claim(cyc, mono, "Cyclical", "Monotonic", alpha=0.1)[1]
+    # a directional claim whose Welch p lies between 0.05 and 0.1
+    floor = 19.0
+    tfr = trials([("tfr=0.0", 25.0, floor), ("tfr=0.0", 25.6, floor), ("tfr=0.0", 25.3, floor),
+                  ("tfr=1.0", 24.5, floor), ("tfr=1.0", 25.0, floor), ("tfr=1.0", 24.7, floor)], tfr=[0.0] * 3 + [1.0] * 3)
+    rank = pl.DataFrame({"setting": ["tfr=0.0"]})
+    q = "Does teacher forcing help?"
+    at = {a: {c.question: c for c in claims(tfr, pl.DataFrame(), rank, ["tfr"], alpha=a)}[q] for a in (0.05, 0.1)}
+    assert at[0.05].status == "undecided" and "seeds per setting" in at[0.05].measured
+    assert at[0.1].status == "reproduced" and at[0.1].measured.startswith("tfr 0.0 beats tfr 1.0")
+    # the claims are about val/psnr: a study's margin in another metric's unit is no margin in dB
+    info = StudyInfo("t", "val/psnr", "max", "best", (0,), (), "", None, None, {}, margin=2.0)
+    assert claim_margin(info) == 2.0
+    ssim = StudyInfo("t", "val/ssim", "max", "best", (0,), (), "", None, None, {}, margin=0.02)
+    assert claim_margin(ssim) == evidence.MARGIN_DB

@@ -11,11 +11,13 @@ import optuna
 import polars as pl
 import pytest
 from scipy import stats
-from fake_results import write_fake_study, write_scores_study
+from fake_results import write_fake_study, write_race_study, write_scores_study
+from statsmodels.stats.weightstats import ttost_ind
 
 from study.analyze import StudyInfo
 from study.tables import Tables, analyze, ranking
-from study.evidence import CLAIM_STATUSES, p_text
+from study.evidence import CLAIM_STATUSES, p_text, race_text
+from study.race import EQUIVALENT, LEADER, OPEN, WORSE, RaceRule, race_arms, standings, summary_text
 from study.report.figures import STEP_FLOOR
 from study.spec import Param
 from study.report import FLOOR_LABEL, SECTIONS, build_report, comparisons, main, optuna_study
@@ -232,9 +234,15 @@ def test_verdicts_state_welchs_test(tmp_path: Path, scores: dict[str, list[float
     assert f"Overall: kl_anneal_type={win} ranks first" in overall and expected in overall, overall
 
 
+def _table(summary: str, cls: str) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows (cell texts) of the summary's table of class `cls`."""
+    table = summary.split(f'<table class="{cls}">')[1].split("</table>")[0]
+    cells = [[html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", row)] for row in table.split("<tr>")[1:]]
+    return cells[0], cells[1:]
+
+
 def _claims_rows(summary: str) -> list[list[str]]:
-    table = summary.split('<table class="data claims">')[1].split("</table>")[0]
-    return [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)] for row in table.split("<tr>")[2:]]
+    return _table(summary, "data claims")[1]
 
 
 def test_the_lab_claims_beside_the_evidence(tmp_path: Path, fake_report: tuple[Path, Path]) -> None:
@@ -255,6 +263,76 @@ def test_the_lab_claims_beside_the_evidence(tmp_path: Path, fake_report: tuple[P
     # every report has it, the hand-made study too (Cyclical and None: no Monotonic to compare with)
     rows = {r[0]: r for r in _claims_rows(_summary_of(fake_report[1].read_text()))}
     assert len(rows) == 5 and rows["Which KL annealing? (val/psnr)"][3] == "not measured here"
+
+
+# A seed race (min 2, max 4 seeds) on known per-seed scores: study.race.replay decides who ran how many
+RACES = {
+    "equivalent": {"Cyclical": [30.05, 30.1, 30.0, 30.1], "None": [30.0, 30.2, 29.9, 30.1],
+                   "Monotonic": [25.1, 25.3, 24.9, 25.0]},
+    "open": {"None": [30.0, 30.2, 29.9, 30.1], "Monotonic": [25.1, 25.3, 24.9, 25.0], "Cyclical": [29.0, 30.5, 29.5, 31.0]},
+}
+RULE = RaceRule(2, 4, "max", 0.05, 0.5, False)  # what the fake race's study file says
+RANKING_COLUMNS = ["rank", "setting", "n", "mean ± sd", "min dB", "max dB", "lost seeds", "seeds", "trials"]
+
+
+def _arms(study: Path) -> dict[str, dict[int, float | None]]:
+    """setting -> seed -> score of a finished study's trials, as study.race takes them."""
+    return race_arms(analyze(study).trials.select("setting", "seed", "objective").iter_rows())
+
+
+@pytest.mark.parametrize("race", list(RACES))
+def test_a_raced_ranking_shows_each_configurations_race(tmp_path: Path, race: str) -> None:
+    study = write_race_study(tmp_path, RACES[race])
+    arms = _arms(study)
+    assert len({len(v) for v in arms.values()}) > 1  # the race gave the configurations different seeds
+    want = standings(arms, RULE, needed=True)
+    assert {st.state for st in want} == {LEADER, WORSE, EQUIVALENT if race == "equivalent" else OPEN}
+    text = build_report(study).read_text()
+    summary = _summary_of(text)
+    head, rows = _table(summary, "data summary")
+    assert head == RANKING_COLUMNS[:4] + ["race", "seeds run", "seeds scored"] + RANKING_COLUMNS[4:]
+    got = [dict(zip(head, r)) for r in rows]
+    assert [r["setting"] for r in got] == [st.setting for st in want]  # the ranking's order is the race's
+    for r, st in zip(got, want):
+        assert r["race"] == race_text(st, RULE) and r["race"].startswith(st.state)
+        assert (r["seeds run"], r["seeds scored"]) == (str(len(arms[st.setting])), str(len(arms[st.setting])))
+    sentence = html.unescape(summary.split('<p id="race">')[1].split("</p>")[0])
+    assert sentence.startswith(f"Seed race: 2 to 4 seeds per configuration (every configuration races); "
+                               f"{summary_text(want)} against the leader, and the race is over.")
+    assert f"alpha / looks = 0.05 / 3 = {0.05 / 3:.2g}" in sentence and "within +-0.5 dB" in sentence
+    assert "fig-race" in figure_chunks(text)
+
+
+def test_a_fixed_seed_ranking_is_as_it_was(fake_report: tuple[Path, Path]) -> None:
+    summary = _summary_of(fake_report[1].read_text())
+    assert _table(summary, "data summary")[0] == RANKING_COLUMNS
+    assert 'id="race"' not in summary and "Seed race" not in summary
+    assert "fig-race" not in figure_chunks(fake_report[1].read_text())
+
+
+def test_the_verdicts_use_the_studys_alpha_and_margin(tmp_path: Path) -> None:
+    # a difference with 0.05 < p < 0.1: undecided at the default alpha, clear at alpha = 0.1
+    near = {"None": [25.0, 25.6, 25.3], "Monotonic": [24.5, 25.0, 24.7]}
+    assert 0.05 < stats.ttest_ind(near["None"], near["Monotonic"], equal_var=False).pvalue < 0.1
+    default = html.unescape(_summary(write_scores_study(tmp_path, near, "alpha-default")))
+    loose = html.unescape(_summary(write_scores_study(tmp_path, near, "alpha-loose", keys={"alpha": 0.1})))
+    verdict = lambda s: s.split('<ul class="verdicts">')[1].split("</li>")[0]  # noqa: E731
+    assert "apart: undecided (Welch's t-test" in verdict(default) and "seeds per setting" in verdict(default)
+    assert "apart: a clear difference (Welch's t-test" in verdict(loose)
+    assert "clear when p < 0.05, [study] alpha" in default and "clear when p < 0.1, [study] alpha" in loose
+    # Cyclical ~ Monotonic: within +-2 dB by TOST, not within +-0.5 dB
+    cyc, mono = [25.0, 25.6, 24.8], [25.3, 24.9, 25.5]
+    assert ttost_ind(cyc, mono, -0.5, 0.5, usevar="unequal")[0] > 0.05 > ttost_ind(cyc, mono, -2, 2, usevar="unequal")[0]
+    rows = {}
+    for margin in (0.5, 2.0):
+        study = write_scores_study(tmp_path, {"Cyclical": cyc, "Monotonic": mono}, f"margin-{int(margin * 10)}",
+                                   keys={"margin_db": margin})
+        summary = html.unescape(_summary(study))
+        rows[margin] = {r[0]: r for r in _claims_rows(summary)}["Which KL annealing? (val/psnr)"]
+        assert f"within +-{margin:g} dB (two one-sided tests, TOST; [study] margin_db)" in summary
+    assert rows[0.5][3] == "undecided" and "nor equal within +-0.5 dB" in rows[0.5][2]
+    assert "seeds per setting would settle it" in rows[0.5][2]
+    assert rows[2.0][3] == "reproduced" and "equal within +-2 dB (TOST p = 0.0021)" in rows[2.0][2]
 
 
 def test_the_one_step_diagnostic(tmp_path: Path) -> None:

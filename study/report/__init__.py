@@ -7,7 +7,8 @@ or resumed study. One module per part of the page:
 
     page.py        the page: its sections in order, every trial's table, the CSS; build_report
     summary.py     did the runs learn (first), the study's facts, the verdicts, the lab's claims, the ranking
-    figures.py     the lab's comparison figures (teacher forcing, beta, loss, PSNR, fast train)
+                   (with a seed race's standing)
+    figures.py     the lab's comparison figures (teacher forcing, beta, loss, PSNR, fast train, a seed race)
     search.py      the search's own views (optuna.visualization)
     frames.py      predicted vs true frames of the best run, rerun from its checkpoint (cvae.evaluate)
     provenance.py  what each run ran on: the manifest's table (study.manifest)

@@ -19,6 +19,7 @@ from study.tables import Tables, analyze
 from study.place import REPORT, STUDY_COPY, PlaceError, existing_place
 from study.report.common import context
 from study.report.export import ExportError, write_figures
+from study.report.figures import LAB_FIGURES
 from study.report.page import build_report
 
 
@@ -33,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study_dir", help="the study's results dir, e.g. results/kl, or its URI, e.g. s3://bucket/prefix/kl "
                                      "(copied to results/<scheme>/<bucket>/<prefix>/kl first; the report goes back up)")
     p.add_argument("--out", help="where to write the HTML (default: <study_dir>/report.html)")
-    p.add_argument("--figures", metavar="DIR", help="also write the lab's figures into DIR as PNG and SVG "
-                                                    "(tfr_loss, kl_beta, kl_loss, psnr_per_epoch, psnr_per_frame, "
-                                                    "fast_train; needs kaleido and a Chromium)")
+    names = ", ".join(name for name, _, _ in LAB_FIGURES)
+    p.add_argument("--figures", metavar="DIR", help=f"also write the lab's figures into DIR as PNG and SVG "
+                                                    f"({names}; needs kaleido and a Chromium)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -6,6 +6,7 @@ import html
 import logging
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -16,7 +17,8 @@ from plotly.colors import qualitative
 
 from study.analyze import StudyInfo, read_study
 from study.tables import Tables, ranking
-from study.evidence import trial_scores
+from study.evidence import race_standings, trial_scores
+from study.race import Standing
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,12 @@ class Ctx:
     @property
     def trials(self) -> pl.DataFrame:
         return self.tables.trials
+
+    @cached_property
+    def race(self) -> list[Standing] | None:
+        """The seed race's standings, leader first (study.evidence.race_standings); None without a race.
+        Cached: the ranking table and the race figure both read them, and open ones solve for power."""
+        return race_standings(self.tables, self.info)
 
     @property
     def epochs(self) -> pl.DataFrame:

@@ -1,13 +1,17 @@
 """The lab's comparison figures: teacher forcing, KL beta, training loss, validation PSNR per
-epoch, per-frame PSNR, fast train, and each trial's score per setting (the ranking, drawn); and
-LAB_FIGURES, the figures of the lab's write-up under their file names (study.report.export)."""
+epoch, per-frame PSNR, fast train, each trial's score per setting (the ranking, drawn) and, for a
+seed race, each configuration's mean as seeds were added; and LAB_FIGURES, the figures of the lab's
+write-up under their file names (study.report.export)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+import statistics
+from typing import Any, Callable, Sequence
 
 import plotly.graph_objects as go
 import polars as pl
+from scipy import stats
 
+from study.evidence import race_arms_of
 from study.tables import fmt_value
 from study.report.common import (FLOOR_LABEL, HEIGHT, PALETTE, Ctx, Figure, esc, floor_line, floor_of, guard, int_ticks, note,
                                  unit_of)
@@ -99,6 +103,74 @@ def _fig_best_per_setting(ctx: Ctx) -> Figure | None:
                    _legend(fig, f"{which.lower()} {metric}{f' ({unit.strip()})' if unit else ''}", "setting"),
                    "Open circles: one trial (seed) each, its score; black bars: mean ± sd over seeds, the ranking "
                    "(best first, top)" + ("; dashed: repeating frame 0." if floor is not None else "."))
+
+
+def _running_interval(xs: Sequence[float],
+                      level: float = 0.95) -> tuple[list[float], list[float | None], list[float | None]]:
+    """For k = 1..len(xs): the mean of xs[:k] and its t-interval (scipy's ttest_1samp; None for one value)."""
+    means: list[float] = []
+    lows: list[float | None] = []
+    highs: list[float | None] = []
+    for k in range(1, len(xs) + 1):
+        head = list(xs[:k])
+        means.append(statistics.fmean(head))
+        if k == 1:
+            lows.append(None)
+            highs.append(None)
+        elif max(head) == min(head):  # no spread: the interval is the point (scipy warns on it)
+            lows.append(head[0])
+            highs.append(head[0])
+        else:
+            ci = stats.ttest_1samp(head, 0.0).confidence_interval(level)
+            lows.append(float(ci.low))
+            highs.append(float(ci.high))
+    return means, lows, highs
+
+
+def _fig_race(ctx: Ctx) -> Figure | str | None:
+    """A seed race as it went: each configuration's mean score over its first k seeds with the 95%
+    t-interval of that mean, k = 1..n in seed order; the legend gives its final state (study.race)."""
+    if ctx.race is None:
+        return "the study's seeds are a fixed list ([study] seeds = [...]): no seed race"
+    arms = race_arms_of(ctx.tables)
+    if not arms:
+        return None
+    metric, unit = ctx.info.metric, unit_of(ctx.info.metric)
+    state = {st.setting: st.state for st in ctx.race}
+    order = ctx.order(list(arms))
+    # nudged sideways so that equal k's bars do not hide each other: at most +-0.25 seed
+    step = min(0.08, 0.5 / (len(order) - 1)) if len(order) > 1 else 0.0
+    fig = go.Figure()
+    most = 1
+    for i, s in enumerate(order):
+        xs = [v for _, v in sorted(arms[s].items()) if v is not None]  # scored seeds, in seed order
+        if not xs:
+            continue
+        means, lows, highs = _running_interval(xs)
+        k = list(range(1, len(xs) + 1))
+        most = max(most, len(xs))
+        color = ctx.colors.get(s, "#888888")
+        fig.add_trace(go.Scatter(
+            x=[j + step * (i - (len(order) - 1) / 2) for j in k], y=means, mode="lines+markers",
+            name=f"{s}: {state[s]}", line={"color": color}, customdata=k,
+            error_y={"type": "data", "symmetric": False, "visible": True, "color": color,
+                     "array": [None if h is None else h - m for h, m in zip(highs, means)],
+                     "arrayminus": [None if lo is None else m - lo for lo, m in zip(lows, means)]},
+            hovertemplate=f"{esc(s)}<br>mean of the first %{{customdata}} seeds: %{{y:.2f}}{unit}<extra></extra>"))
+    floor = floor_of(ctx) if metric == "val/psnr" else None
+    if floor is not None:
+        floor_line(fig, [1, most], [floor, floor])
+    y_title = f"mean {metric} of the first k seeds{f' ({unit.strip()})' if unit else ''}"
+    _legend(fig, "seeds k (the first k in seed order)", y_title)
+    fig.update_layout(legend={"title": {"text": "setting: final state"}})
+    int_ticks(fig)
+    rule = ctx.info.race_rule
+    return Figure("fig-race", f"Seed race: mean {metric} as seeds were added, per configuration", fig,
+                  f"Each configuration's mean score over its first k seeds (those that ended with a score), with the "
+                  f"95% t-interval of that mean (none for one seed); points nudged sideways so bars stay visible. The "
+                  f"race gave the leader and the open ones one more seed a round, up to {rule.max_seeds}; it compares "
+                  f"each with the leader at alpha / looks = {rule.level:.2g}, not by these intervals"
+                  + ("; dashed: repeating frame 0." if floor is not None else "."))
 
 
 def _fig_tfr(ctx: Ctx) -> Figure | None:
@@ -284,8 +356,10 @@ def _fig_fast(ctx: Ctx) -> Figure | str:
 
 def figures_section(ctx: Ctx) -> str:
     parts = []
-    builders: list[tuple[str, Callable[[Ctx], Figure | None]]] = [
-        ("best val/psnr per setting", _fig_best_per_setting), ("teacher forcing", _fig_tfr), ("β", _fig_beta),
+    builders: list[tuple[str, Callable[[Ctx], Figure | str | None]]] = [
+        ("best val/psnr per setting", _fig_best_per_setting),
+        *([("seed race", _fig_race)] if ctx.race is not None else []),  # fixed seeds: no race, no note
+        ("teacher forcing", _fig_tfr), ("β", _fig_beta),
         ("training loss", _fig_loss), ("validation PSNR", _fig_val), ("per-frame PSNR", _fig_frames_psnr)]
     for what, build in builders:
         parts.append(guard(lambda: _html(build(ctx), f"No {what} data yet.")))
@@ -308,4 +382,5 @@ LAB_FIGURES: tuple[tuple[str, str, Callable[[Ctx], Figure | str | None]], ...] =
     ("psnr_per_epoch", "validation PSNR per epoch", _fig_val),
     ("psnr_per_frame", "per-frame PSNR of each setting's best run", _fig_frames_psnr),
     ("fast_train", "fast train", _fig_fast),
+    ("seed_race", "seed race", _fig_race),
 )

@@ -1,7 +1,8 @@
 """The report's summary: first whether the runs learned (study.evidence), then the study's facts (THE
 ranking's best configuration and best run, its one-step diagnostic, the floor, the cost in CPU- and
 GPU-seconds), the verdicts (one sentence per comparison, with Welch's t-test), the lab's claims beside
-the evidence, the ranking table and what each run ran on (study.report.provenance)."""
+the evidence, the ranking table (a seed race's with each configuration's state and seeds, and the race in
+one sentence) and what each run ran on (study.report.provenance)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from typing import Any, Sequence
 import polars as pl
 
 from study import evidence
+from study.race import RaceRule, Standing, summary_text
 from study.tables import fmt_value, winner
 from study.report.common import Ctx, esc, floor_of, guard, html_table, note, score_text, unit_of
 from study.place import SUBMISSION_SCORE
@@ -33,11 +35,13 @@ def _others(row: dict[str, Any], params: Sequence[str], skip: str) -> str:
     return f" ({', '.join(rest)})" if rest else ""
 
 
-def comparisons(ranked: pl.DataFrame, trials: pl.DataFrame, params: Sequence[str], unit: str = " dB") -> list[str]:
+def comparisons(ranked: pl.DataFrame, trials: pl.DataFrame, params: Sequence[str], unit: str = " dB",
+                alpha: float = evidence.ALPHA) -> list[str]:
     """One plain sentence per comparison, from THE ranking (study.tables.ranking): overall, then per
     searched parameter (its best-ranked setting per value). Each states Welch's t-test of the two
-    settings' trial scores (`trials`: study.evidence.trial_scores), seeds as samples, and says so when
-    both settings compare unlearned models (neither beats the floor by more than its spread)."""
+    settings' trial scores (`trials`: study.evidence.trial_scores), seeds as samples, clear at p <
+    alpha (the study's [study] alpha), and says so when both settings compare unlearned models
+    (neither beats the floor by more than its spread)."""
     rows = [r for r in ranked.iter_rows(named=True) if r["mean"] is not None]
     learned = evidence.learned_settings(trials)
 
@@ -45,7 +49,7 @@ def comparisons(ranked: pl.DataFrame, trials: pl.DataFrame, params: Sequence[str
         return score_text(row["mean"], row["sd"], row["n"], unit)
 
     def verdict(w: dict[str, Any], r: dict[str, Any]) -> str:
-        t = evidence.compare(trials, w["setting"], r["setting"], unit)
+        t = evidence.compare(trials, w["setting"], r["setting"], unit, alpha)
         text = f"{abs(w['mean'] - r['mean']):.2f}{unit} apart: {t.verdict()}"
         if w["setting"] not in learned and r["setting"] not in learned:
             text += "; neither beats the floor by more than its spread, so this compares unlearned models"
@@ -170,14 +174,15 @@ def _time_item(ctx: Ctx) -> str:
 
 def _claims(ctx: Ctx) -> str:
     """The lab's claims beside this study's evidence (study.evidence.claims), one row per claim."""
-    rows = evidence.claims(ctx.scores, ctx.epochs, ctx.summary, ctx.info.searched)
+    alpha, margin = ctx.info.alpha, evidence.claim_margin(ctx.info)
+    rows = evidence.claims(ctx.scores, ctx.epochs, ctx.summary, ctx.info.searched, alpha, margin)
     unlearned = "" if evidence.any_learned(ctx.scores) else note(
         "No setting has learned (see the first sentence): these rows compare unlearned models.")
     return (unlearned + html_table(evidence.claims_table(rows), "data claims")
             + f'<p class="small">Computed from this study\'s trials, seeds as samples: a directional claim with '
-            f"Welch's t-test (clear at p &lt; {evidence.ALPHA}), an \"about as good as\" claim by equivalence within "
-            f"+-{evidence.MARGIN_DB:g} dB (two one-sided tests, TOST). Reproduced, contradicted, undecided (with the "
-            "seeds per setting it would take to settle), or not measured here where the study's parameters cannot "
+            f"Welch's t-test (clear at p &lt; {alpha:g}, [study] alpha), an \"about as good as\" claim by equivalence "
+            f"within +-{margin:g} dB (two one-sided tests, TOST; [study] margin_db). Reproduced, contradicted, undecided "
+            "(with the seeds per setting it would take to settle), or not measured here where the study's parameters cannot "
             "test the claim. The lab's claims are about val/psnr, each trial's at its score's epoch.</p>")
 
 
@@ -190,7 +195,8 @@ def summary_section(ctx: Ctx) -> str:
                        ("completed", "stopped_early", "diverged", "errored", "running"))
     items = [f"<li><b>Trials</b>: {t.height} ({esc(status)})</li>", *_best_items(ctx), _step_item(ctx),
              _floor_item(ctx), _time_item(ctx)]
-    sentences = comparisons(ctx.summary, ctx.scores, info.searched, unit_of(info.metric))
+    unit = unit_of(info.metric)
+    sentences = comparisons(ctx.summary, ctx.scores, info.searched, unit, info.alpha)
     comp = ("<ul class=\"verdicts\">" + "".join(f"<li>{esc(s)}</li>" for s in sentences) + "</ul>") if sentences else \
         note("No comparison yet: fewer than two settings have a validation result.")
     lead = f'<p class="lead" id="learning">{esc(evidence.learning_sentence(ctx.scores, real_data=bool(info.fixed.get("data", {}).get("root"))))}</p>'
@@ -199,10 +205,11 @@ def summary_section(ctx: Ctx) -> str:
              if info.text else note("No study.toml in this results dir."))
     return (f"{lead}{desc}<ul class=\"facts\">{''.join(items)}</ul><h3>Verdicts</h3>"
             f"<p class=\"small\">Each compares two settings' trial scores, seeds as samples, with Welch's t-test "
-            f"(scipy; clear when p &lt; {evidence.ALPHA}), with the 95% confidence interval of the difference of "
-            f"means; a setting with one seed has no spread to test.</p>{comp}"
+            f"(scipy; clear when p &lt; {info.alpha:g}, [study] alpha), with the 95% confidence interval of the "
+            f"difference of means; a setting with one seed has no spread to test.</p>{comp}"
             f"<h3 id=\"claims\">The lab's claims beside the evidence</h3>{_claims(ctx)}"
-            f"<h3>The ranking: {esc(info.scored_by)}, mean ± sd over seeds</h3>{_summary_table(ctx.summary, unit_of(info.metric))}"
+            f"<h3>The ranking: {esc(info.scored_by)}, mean ± sd over seeds</h3>{_race_item(ctx, unit)}"
+            f"{_summary_table(ctx.summary, unit, ctx.race, info.race_rule)}"
             f"<p class=\"small\">Per trial, {esc(info.metric)} at its {esc(info.objective)} epoch ([study] objective); "
             "every trial with a value counts, stopped-early and diverged ones included (see their counts). A setting "
             "that lost a seed (a trial that ended without a value) ranks below every setting that lost none. "
@@ -210,13 +217,46 @@ def summary_section(ctx: Ctx) -> str:
             f'<h3 id="manifest">What it ran on</h3>{guard(lambda: provenance_section(ctx))}' + study)
 
 
-def _summary_table(summary: pl.DataFrame, unit: str = " dB") -> str:
+def _race_sentence(race: Sequence[Standing], rule: RaceRule, top: int, over: bool, unit: str = " dB") -> str:
+    """A seed race in one sentence: its seeds, who races, its open and settled comparisons
+    (study.race.summary_text) and the level its repeated looks are tested at."""
+    who = (f"the {top} best configurations by their first {rule.min_seeds} seeds race, the others are not raced"
+           if top else "every configuration races")
+    tests = "a paired t-test and paired TOST on the seeds both ran" if rule.paired else "Welch's t-test and TOST"
+    return (f"Seed race: {rule.min_seeds} to {rule.max_seeds} seeds per configuration ({who}); {summary_text(race)} "
+            f"against the leader, {'and the race is over' if over else 'and the race goes on'}. After each seed a "
+            f"comparison is judged by {tests} at alpha / looks = {rule.alpha:g} / {rule.looks} = {rule.level:.2g} "
+            f"(repeated looks still err at most alpha of the time); equivalent is within +-{rule.margin:g}{unit}.")
+
+
+def _race_item(ctx: Ctx, unit: str) -> str:
+    rule = ctx.info.race_rule
+    if rule is None or ctx.race is None:
+        return ""  # fixed seeds: no race to describe
+    over = evidence.race_over(ctx.tables, ctx.info)
+    return f'<p id="race">{esc(_race_sentence(ctx.race, rule, ctx.info.confirm_top, over, unit))}</p>'
+
+
+def _race_frame(race: Sequence[Standing], rule: RaceRule) -> pl.DataFrame:
+    """setting -> its race state in words (study.evidence.race_text), seeds it ran (ended) and scored."""
+    return pl.DataFrame({"setting": [st.setting for st in race], "race": [evidence.race_text(st, rule) for st in race],
+                         "seeds run": [st.seeds for st in race], "seeds scored": [st.n for st in race]},
+                        schema={"setting": pl.String, "race": pl.String, "seeds run": pl.Int64, "seeds scored": pl.Int64})
+
+
+def _summary_table(summary: pl.DataFrame, unit: str = " dB", race: Sequence[Standing] | None = None,
+                   rule: RaceRule | None = None) -> str:
+    """THE ranking as a table; a seed race's (race and rule given) with each configuration's state and seeds."""
     if not summary.height:
         return note("No trials yet.")
+    raced = race is not None and rule is not None
+    if race is not None and rule is not None:
+        summary = summary.join(_race_frame(race, rule), on="setting", how="left", maintain_order="left")
     df = summary.select(
         pl.col("rank"), pl.col("setting"), pl.col("n"),
         pl.struct("mean", "sd").map_elements(lambda s: score_text(s["mean"], s["sd"], unit=unit), return_dtype=pl.String)
         .alias("mean ± sd"),
+        *([pl.col("race"), pl.col("seeds run"), pl.col("seeds scored")] if raced else []),
         pl.col("min").round(2).alias(f"min{unit}"), pl.col("max").round(2).alias(f"max{unit}"),
         pl.col("lost").alias("lost seeds"),
         pl.col("seeds").list.eval(pl.element().cast(pl.String)).list.join(", ").alias("seeds"),
