@@ -205,15 +205,24 @@ def data_statistics(cfg: DataConfig) -> list[dict[str, Any]]:
     return [row.to_json() for row in video_rows(val.img, val.label, (cfg.frame_H, cfg.frame_W), [len(val)])]
 
 
-def dataset_record(cfg: DataConfig) -> DatasetPrint:
-    """The fingerprint of the data a study reads, with its validation video's statistics."""
-    return dataclasses.replace(fingerprint(cfg), statistics=data_statistics(cfg))
+def dataset_record(cfg: DataConfig, previous: DatasetPrint | None = None) -> DatasetPrint:
+    """The fingerprint of the data a study reads, with its validation video's statistics: those of
+    `previous` (the last run's record) when its files are the same and its statistics were measured
+    at this frame size and length, else measured again (seconds at the lab's size)."""
+    now = fingerprint(cfg)
+    size, length = f"{cfg.frame_H}x{cfg.frame_W}", cfg.val_video_len
+    same = (previous is not None and previous.statistics and (previous.root, previous.files_sha256, previous.generator)
+            == (now.root, now.files_sha256, now.generator)
+            and all(r.get("frame_size") == size and r.get("val_frames") <= length for r in previous.statistics))
+    return dataclasses.replace(now, statistics=previous.statistics if same else data_statistics(cfg))  # type: ignore[union-attr]
 
 
-def make_record(spec: StudySpec, resumed: bool, code_dir: Path = CODE_DIR) -> RunRecord:
-    """This run's record; the dataset is the study's base config's ([space] may vary [data] per trial)."""
+def make_record(spec: StudySpec, resumed: bool, code_dir: Path = CODE_DIR, previous: RunRecord | None = None) -> RunRecord:
+    """This run's record; the dataset is the study's base config's ([space] may vary [data] per trial),
+    its statistics reused from `previous` while the data is unchanged (dataset_record)."""
+    data = dataset_record(spec.base_config().data, previous.dataset if previous is not None else None)
     return RunRecord(started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=resumed, code=code_version(code_dir),
-                     versions=package_versions(), machine=machine(), dataset=dataset_record(spec.base_config().data),
+                     versions=package_versions(), machine=machine(), dataset=data,
                      study_sha256=hashlib.sha256(spec.raw_text.encode("utf-8")).hexdigest())
 
 
@@ -283,7 +292,6 @@ def _previous(place: Place) -> str | None:
 def record_run(place: Place, spec: StudySpec, resumed: bool, code_dir: Path = CODE_DIR) -> str | None:
     """Append this run's record to the study's manifest.json (a new list for a new study folder) and
     return one warning line naming what changed since the previous run on a resume, else None."""
-    new = make_record(spec, resumed, code_dir)
     path = place.exp_dir / MANIFEST
     text = _previous(place)
     runs: list[RunRecord] = []
@@ -295,6 +303,7 @@ def record_run(place: Place, spec: StudySpec, resumed: bool, code_dir: Path = CO
             kept = path.with_name(f"{MANIFEST}.unreadable")
             kept.write_text(text, encoding="utf-8")  # kept, not lost: the new list starts over
             warning = f"{e}; kept as {kept.name}, a new manifest starts here"
+    new = make_record(spec, resumed, code_dir, runs[-1] if resumed and runs else None)
     if resumed and runs and (what := changes(runs[-1], new)):
         warning = (f"{place.shown()} resumes on other code or data than its last run ({runs[-1].started}): "
                    f"{'; '.join(what)}. Trials before and after may not compare.")
@@ -307,5 +316,5 @@ def record_run(place: Place, spec: StudySpec, resumed: bool, code_dir: Path = CO
     return warning
 
 
-__all__ = ["Code", "DatasetPrint", "Machine", "RunRecord", "changes", "code_line", "code_version", "data_root",
+__all__ = ["Code", "DatasetPrint", "Machine", "RunRecord", "changes", "code_line", "code_version",
            "fingerprint", "make_record", "package_versions", "read_manifest", "record_run"]

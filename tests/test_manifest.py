@@ -70,6 +70,27 @@ def test_resume_after_a_dataset_change_appends_and_warns(tmp_path: Path) -> None
     assert str(place.exp_dir) in warning and "commit" not in warning
 
 
+def test_a_resume_measures_the_data_statistics_again_only_when_the_files_changed(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from study import manifest
+
+    spec = make_spec(tmp_path)
+    cfg = spec.base_config().data
+    row = {"statistic": "floor", "frame_size": f"{cfg.frame_H}x{cfg.frame_W}", "val_frames": cfg.val_video_len, "value": 1.0}
+    measured: list[object] = []
+    monkeypatch.setattr(manifest, "data_statistics", lambda c: measured.append(c) or [dict(row)])
+    place = Place(tmp_path / "results" / "t")
+    place.prepare()
+    record_run(place, spec, resumed=False)
+    record_run(place, spec, resumed=True)  # the same files: the last run's statistics stand
+    assert len(measured) == 1 and read_manifest(place.exp_dir)[1].dataset.statistics == [row]
+    (tmp_path / "data/train/train_img/frame2.png").write_bytes(b"one more")
+    record_run(place, spec, resumed=True)
+    assert len(measured) == 2
+    record_run(place, spec, resumed=False)  # a new start measures
+    assert len(measured) == 3
+
+
 def test_touching_a_frame_changes_the_fingerprint(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data")
     cfg = DataConfig(root=str(data))
