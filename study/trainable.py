@@ -73,8 +73,9 @@ def gpu_assignment(fallback: float) -> dict[str, Any]:
     Reads Ray's bookkeeping only: nothing here touches CUDA.
     """
     ids: list[str] = []
-    with contextlib.suppress(Exception):  # outside a Ray worker
-        ids = [str(i) for i in ray.get_gpu_ids()]
+    if ray.is_initialized():  # outside Ray, get_gpu_ids() would start a local Ray (its auto-init) to say []
+        with contextlib.suppress(Exception):
+            ids = [str(i) for i in ray.get_gpu_ids()]
     share = _reserved("GPU")
     return {GPU_IDS: ids, GPU_SHARE: fallback if share is None else share}
 
