@@ -330,7 +330,8 @@ def _announce(spec: StudySpec, place: Place) -> None:
         trials = f"{spec.min_trials} to {spec.num_trials} trials"
         who = "each configuration" if spec.sampler == "grid" else f"the {spec.confirm_top} best configurations"
         seeds = (f", a seed race: {spec.race.min} seeds each, then up to {spec.race.max} for {who} while a comparison "
-                 f"with the leader is open (alpha {spec.alpha:g}, equivalence +-{spec.margin_db:g})")
+                 f"with the leader is open (alpha {spec.alpha:g}, equivalence +-{spec.margin_db:g}"
+                 f"{', paired tests' if spec.paired else ''})")
     print(f"study {spec.name}: {trials} ({spec.sampler} over {', '.join(searched) or 'nothing'}{seeds}), "
           f"{StudyInfo.of(spec).scored_by}, {at_once}, {spec.cpus_per_trial:g} CPU{gpus} each")
     print(f"plan: {'at most ' if spec.race else ''}{spec.num_trials * spec.max_epochs} trial-epochs ({spec.num_trials} "
