@@ -46,6 +46,11 @@ class StudyInfo:
         return RaceRule.of(self.race, self.mode, self.alpha, self.margin, self.paired)
 
     @property
+    def race_top(self) -> int | None:
+        """How many configurations race: all (None: a grid), or confirm_top after a search."""
+        return self.confirm_top or None
+
+    @property
     def searched(self) -> tuple[str, ...]:
         """Names of the searched parameters (seed excluded)."""
         return tuple(p.name for p in self.params)

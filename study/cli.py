@@ -55,7 +55,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
     exp_dir = place.exp_dir
     state, p = snapshot(exp_dir, place_state(place))
-    metric = _metric(exp_dir)
+    metric = p.info.metric
     shown = place.shown()
     print(f"{shown}: {state} ({STATE_HINT.get(state, '').format(study=_study_file(exp_dir))})")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(p.counts.items())) or "none yet"
@@ -66,30 +66,23 @@ def cmd_status(args: argparse.Namespace) -> int:
           + (f", {p.epoch_s:.1f} s each" if p.epoch_s else ""))
     print(f"  {p.best.line(metric) if p.best else f'best: no {metric} yet'}")
     if p.standings is not None:
-        _print_race(p.standings, exp_dir)
+        _print_race(p.standings, p.info.race_rule)
     eta = f", ETA {fmt_s(p.eta_s)}" if state == State.RUNNING else ""
     print(f"  elapsed {fmt_s(p.elapsed_s)}{eta}")
     print(f"  {code_line(exp_dir)}")
     return 0
 
 
-def _print_race(standings: list[Any], exp_dir: Path) -> None:
-    """Each configuration of a seed race: its seeds, mean and comparison with the leader."""
-    from study.analyze import read_study
+def _print_race(standings: list[Any], rule: Any) -> None:
+    """Each configuration of a seed race (rule: its study.race.RaceRule): its seeds, mean and
+    comparison with the leader."""
     from study.evidence import race_text
     from study.race import summary_text
 
-    rule = read_study(exp_dir).race_rule
     print(f"  seed race ({rule.min_seeds} to {rule.max_seeds} seeds): {summary_text(standings)}")
     for st in standings:
         mean = f"{st.mean:.2f}" if st.mean is not None else "no score"
         print(f"    {st.setting}: {st.seeds} seed{'s' if st.seeds != 1 else ''}, mean {mean}, {race_text(st, rule)}")
-
-
-def _metric(exp_dir: Path) -> str:
-    from study.analyze import read_study
-
-    return read_study(exp_dir).metric
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -100,11 +93,13 @@ def cmd_best(args: argparse.Namespace) -> int:
         return 2
     best = exp_dir / BEST
     if not best.is_file():
+        from study.analyze import read_study
         from study.progress import best_so_far
 
-        so_far, _ = best_so_far(exp_dir)
+        info = read_study(exp_dir)
+        so_far, _ = best_so_far(exp_dir, info)
         print(f"error: {exp_dir}: no {BEST} yet (written when the study ends or is interrupted)"
-              + (f"; {so_far.line(_metric(exp_dir))} so far" if so_far else ""), file=sys.stderr)
+              + (f"; {so_far.line(info.metric)} so far" if so_far else ""), file=sys.stderr)
         return 1
     print(best)
     print(f"rerun it alone: python -m cvae.train --config {best}")

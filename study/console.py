@@ -62,6 +62,15 @@ class StudyConsole(ProgressReporter):
         self._changed_at = -math.inf
         self._last_line = ""
         self._base_epochs: int | None = None
+        self._info: Any = None
+
+    def _study(self) -> Any:
+        """The study's StudyInfo, read once: its file does not change while it runs."""
+        if self._info is None:
+            from study.analyze import read_study
+
+            self._info = read_study(self.exp_dir)
+        return self._info
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -117,9 +126,9 @@ class StudyConsole(ProgressReporter):
         if done or (key != self._best_key and due):
             self._best_at = now
             try:
-                self._best, tables = best_so_far(self.exp_dir)
+                self._best, tables = best_so_far(self.exp_dir, self._study())
                 if self.race:
-                    self._race = summary_text(race_so_far(self.exp_dir, tables) or [])
+                    self._race = summary_text(race_so_far(tables, self._study()) or [])
                 if now - self._changed_at >= SYNC_LAG_S:
                     self._best_key = key
             except Exception as e:  # noqa: BLE001 - a console line never breaks a study

@@ -29,8 +29,8 @@ from scipy import stats
 from study.analyze import StudyInfo
 from study.compare import (ALPHA, MARGIN_DB, Equivalence, Test, finite_values as _finite, needs_text, p_text,
                            seeds_needed, tost, welch)
-from study.race import EQUIVALENT, LEADER, NOT_RACED, WORSE, RaceRule, Standing, next_round, race_arms, standings
-from study.tables import Tables
+from study.race import EQUIVALENT, LEADER, NOT_RACED, WORSE, RaceRule, Standing, next_round, standings
+from study.tables import Tables, trial_arms
 
 CLAIM_STATUSES: tuple[str, ...] = ("reproduced", "contradicted", "undecided", "not measured here")
 # The one-step diagnostic's thresholds (dB): a step within NEAR of copying the previous frame carries
@@ -68,11 +68,7 @@ def compare(trials: pl.DataFrame, a: str, b: str, unit: str = " dB", alpha: floa
 # -- the seed race ----------------------------------------------------------------------------------
 def race_arms_of(tables: Tables) -> dict[str, dict[int, float | None]]:
     """setting -> seed -> score of the study's ended trials (study.race's arms; running ones left out)."""
-    t = tables.trials
-    if not t.height or "objective" not in t.columns:
-        return {}
-    ended = t.filter(pl.col("status") != "running")
-    return race_arms(ended.select("setting", "seed", "objective").iter_rows())
+    return trial_arms(tables.trials)
 
 
 def race_standings(tables: Tables, info: StudyInfo, needed: bool = True) -> list[Standing] | None:
@@ -81,13 +77,14 @@ def race_standings(tables: Tables, info: StudyInfo, needed: bool = True) -> list
     rule = info.race_rule
     if rule is None:
         return None
-    return standings(race_arms_of(tables), rule, (info.confirm_top or None), needed=needed)
+    return standings(race_arms_of(tables), rule, info.race_top, needed=needed)
 
 
-def race_over(tables: Tables, info: StudyInfo) -> bool:
-    """True when the study's race gives no configuration another seed (always, without a race)."""
+def race_over(tables: Tables, info: StudyInfo, table: Sequence[Standing] | None = None) -> bool:
+    """True when the study's race gives no configuration another seed (always, without a race);
+    `table`: its standings, when the caller has them already (race_standings)."""
     rule = info.race_rule
-    return rule is None or not next_round(race_arms_of(tables), rule, (info.confirm_top or None))
+    return rule is None or not next_round(race_arms_of(tables), rule, info.race_top, table)
 
 
 def race_text(st: Standing, rule: RaceRule) -> str:

@@ -44,24 +44,24 @@ class Best:
         return f"best {self.setting}: {metric} {self.value:.2f}{seeds}{margin}"
 
 
-def race_so_far(exp_dir: str | Path, tables: Any, needed: bool = False) -> list[Any] | None:
-    """The seed race's standings from the study's files (study.evidence.race_standings), None
-    without a race."""
-    from study.analyze import read_study
+def race_so_far(tables: Any, info: Any, needed: bool = False) -> list[Any] | None:
+    """The seed race's standings from the study's tables and its StudyInfo
+    (study.evidence.race_standings), None without a race."""
     from study.evidence import race_standings
 
-    return race_standings(tables, read_study(exp_dir), needed=needed)
+    return race_standings(tables, info, needed=needed)
 
 
-def best_so_far(exp_dir: str | Path) -> tuple[Best | None, Any]:
-    """The ranking's best setting from the study's files, and the tables it came from."""
+def best_so_far(exp_dir: str | Path, info: Any = None) -> tuple[Best | None, Any]:
+    """The ranking's best setting from the study's files, and the tables it came from (`info`: the
+    study's StudyInfo, read from exp_dir when not given)."""
     import polars as pl
 
     from study.analyze import read_study
     from study.ranking import finite
     from study.tables import build_tables, ranking, winner
 
-    info = read_study(exp_dir)
+    info = info if info is not None else read_study(exp_dir)
     tables = build_tables(exp_dir)
     best = winner(ranking(tables, info))
     if best is None:
@@ -89,6 +89,7 @@ class Progress:
     race: str | None = None  # a seed race's comparisons, "2 comparisons open, 3 settled" (study.race.summary_text)
     standings: list[Any] | None = None  # the race's study.race.Standing rows, leader first (snapshot only)
     upto: bool = False  # `total` is the most a race may run, not a plan
+    info: Any = None  # the study's study.analyze.StudyInfo (snapshot only), read once for the whole status
 
     @property
     def pending(self) -> int:
@@ -157,13 +158,13 @@ def snapshot(exp_dir: str | Path, state: State | None = None) -> tuple[State, Pr
     spec = info.spec
     total = spec.num_trials if spec else 0
     epochs = spec.max_epochs if spec else 0
-    best, tables = best_so_far(exp_dir)
+    best, tables = best_so_far(exp_dir, info)
     t = tables.trials
     counts = {s: n for s, n in t.group_by("status").len().iter_rows()} if t.height else {}
-    p = Progress(total=max(total, t.height), best=best, counts=counts, upto=bool(spec and spec.race))
+    p = Progress(total=max(total, t.height), best=best, counts=counts, upto=bool(spec and spec.race), info=info)
     if state == State.FINISHED:  # a finished race ran what it needed: nothing is pending
         p.total, p.upto = t.height, False
-    p.standings = race_so_far(exp_dir, tables, needed=True)
+    p.standings = race_so_far(tables, info, needed=True)
     if p.standings is not None:
         from study.race import summary_text
 

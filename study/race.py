@@ -165,14 +165,16 @@ def standings(arms: Mapping[str, Scores], rule: RaceRule, top: int | None = None
     return out
 
 
-def next_round(arms: Mapping[str, Scores], rule: RaceRule, top: int | None = None) -> list[str]:
+def next_round(arms: Mapping[str, Scores], rule: RaceRule, top: int | None = None,
+               table: Sequence[Standing] | None = None) -> list[str]:
     """The configurations that get one more seed now (each of them: its next seed), or [] when the
-    race is over. Call it once every trial of the last round has ended."""
+    race is over. Call it once every trial of the last round has ended. `table`: the standings of
+    these arms, when the caller has them already."""
     racing = contenders(arms, rule, top)
     short = [s for s in racing if len(arms[s]) < rule.min_seeds]
     if short:  # the first seeds of a configuration come before any comparison
         return short
-    table = standings(arms, rule, top)
+    table = standings(arms, rule, top) if table is None else table
     open_ = [st.setting for st in table if st.state == OPEN]
     if not open_:
         return []

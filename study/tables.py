@@ -371,13 +371,20 @@ def ranking(tables: Tables, info: StudyInfo) -> pl.DataFrame:
     )
 
 
+def trial_arms(trials: pl.DataFrame) -> dict[str, dict[int, float | None]]:
+    """setting -> seed -> score of the ended trials (study.race's arms; running ones left out)."""
+    if not trials.height or "objective" not in trials.columns:
+        return {}
+    ended = trials.filter(pl.col("status") != "running")
+    return race_arms(ended.select("setting", "seed", "objective").iter_rows())
+
+
 def _confirmed(trials: pl.DataFrame, info: StudyInfo) -> set[str] | None:
     """The settings of a confirmation race (study.race.contenders), None in any other study."""
     rule = info.race_rule
-    if rule is None or not info.confirm_top or not trials.height:
+    if rule is None or info.race_top is None or not trials.height:
         return None
-    ended = trials.filter(pl.col("status") != "running").select("setting", "seed", "objective")
-    return set(contenders(race_arms(ended.iter_rows()), rule, info.confirm_top))
+    return set(contenders(trial_arms(trials), rule, info.race_top))
 
 
 def _ranked(agg: pl.DataFrame, mode: str, racing: set[str] | None) -> pl.DataFrame:
@@ -395,4 +402,4 @@ def winner(ranked: pl.DataFrame) -> dict[str, Any] | None:
 
 
 __all__ = ["CONFIG_SCHEMA", "STATUSES", "Tables", "analyze", "build_tables", "fmt_value", "load_tables", "ranking",
-           "setting_label", "winner"]
+           "setting_label", "trial_arms", "winner"]

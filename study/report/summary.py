@@ -233,7 +233,7 @@ def _race_item(ctx: Ctx, unit: str) -> str:
     rule = ctx.info.race_rule
     if rule is None or ctx.race is None:
         return ""  # fixed seeds: no race to describe
-    over = evidence.race_over(ctx.tables, ctx.info)
+    over = evidence.race_over(ctx.tables, ctx.info, ctx.race)
     return f'<p id="race">{esc(_race_sentence(ctx.race, rule, ctx.info.confirm_top, over, unit))}</p>'
 
 
