@@ -56,7 +56,8 @@ bench-racing: $(STAMP)
 	$(PY) benchmarks/racing.py
 
 # One prepared check for a machine with a GPU (at most ~8 minutes): the gpu-marked tests, training
-# throughput at lab dims in fp32 / bf16 / bf16 + compile, and k trials packed on one GPU. Without
+# throughput at lab dims in fp32 / bf16 / bf16 + compile, a short lab-size study (search_spaces/lab/
+# gpu_check.toml) and its margin over the floor per GPU-minute, and k trials packed on one GPU. Without
 # CUDA it runs what it can and says so.
 HAS_CUDA = $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"
 gpu-check: $(STAMP)
@@ -65,8 +66,11 @@ gpu-check: $(STAMP)
 	@if $(HAS_CUDA); then \
 		$(PY) benchmarks/throughput.py --dims 128,32,12,192 --device cuda --precision fp32 --steps 20 --no-flops && \
 		$(PY) benchmarks/throughput.py --dims 128,32,12,192 --device cuda --precision bf16 --steps 20 --no-flops && \
-		$(PY) benchmarks/throughput.py --dims 128,32,12,192 --device cuda --precision bf16 --compile --steps 20 --no-flops; \
-	else echo '{"benchmark": "throughput", "skipped": "no CUDA device on this machine"}'; fi
+		$(PY) benchmarks/throughput.py --dims 128,32,12,192 --device cuda --precision bf16 --compile --steps 20 --no-flops && \
+		$(PY) -m study.run search_spaces/lab/gpu_check.toml --storage results/gpu-check --fresh && \
+		$(PY) benchmarks/study_margin.py results/gpu-check/lab-gpu_check; \
+	else echo '{"benchmark": "throughput", "skipped": "no CUDA device on this machine"}'; \
+		echo '{"benchmark": "study_margin", "skipped": "no CUDA device: search_spaces/lab/gpu_check.toml asks for a GPU share"}'; fi
 	$(PY) benchmarks/gpu_packing.py --precision bf16
 
 clean-venv:

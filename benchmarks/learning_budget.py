@@ -3,6 +3,7 @@
     python benchmarks/learning_budget.py --config configs/demo.toml
     python benchmarks/learning_budget.py --study search_spaces/kl.toml --params '{"kl_anneal_type": "None"}'
     python benchmarks/learning_budget.py --study search_spaces/kl.toml --set data.synthetic_dancers=0 --seeds 0,1
+    python benchmarks/learning_budget.py --config configs/cpu.toml --set data.synthetic_style=lab --epochs 10,20,40 --seeds 0,1,2
 
 Trains the config once per seed (1 thread unless --threads), validating every epoch as the studies
 do, and prints one JSON line per budget (the epochs in --at, default about five points up to the
@@ -15,7 +16,10 @@ last), each a point of the learning curve:
 cpu_s is the process CPU time spent so far, training and validation both (what a study's trial
 pays). A budget is the epoch count of one run with the config's own schedules; to ask "what if the
 run were shorter", pass --set train.epochs=N (and milestones to match), not a point of a longer run.
-With several seeds a last line per budget gives the mean and sd of gain_db over them.
+`--epochs 10,20,40` does that for each budget: one run per budget and seed, each with the config's
+milestones scaled to it (milestone m of an E0-epoch config becomes round(m * E / E0)), one point at
+its end: the frontier of what a budget buys. With several seeds a last line per budget gives the
+mean and sd of gain_db over them.
 """
 from __future__ import annotations
 
@@ -72,6 +76,13 @@ def budgets(epochs: int, at: str | None) -> list[int]:
     return sorted(points)
 
 
+def scaled(cfg: Config, epochs: int) -> Config:
+    """The config as an `epochs`-epoch run: its milestones scaled by epochs / its own epoch count."""
+    e0 = cfg.train.epochs
+    milestones = sorted({max(1, round(m * epochs / e0)) for m in cfg.train.milestones if round(m * epochs / e0) < epochs})
+    return cfg.replace(train={"epochs": epochs, "milestones": tuple(milestones)})
+
+
 def curve(name: str, cfg: Config, seed: int, at: list[int]) -> list[dict[str, Any]]:
     """Train one run and return its points at the `at` budgets."""
     cfg = cfg.replace(train={"seed": seed, "val_every": 1})
@@ -108,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", help='JSON of searched values for --study, e.g. \'{"kl_anneal_type": "None"}\'')
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--at", help="comma-separated epoch budgets to print (default: ~5 up to the last epoch)")
+    p.add_argument("--epochs", help="comma-separated budgets, one run each with milestones scaled to it (the frontier)")
     p.add_argument("--seeds", default="0", help="comma-separated train seeds (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as a study's trial)")
     p.add_argument("--smoke-test", action="store_true", help="the config's seconds-long smoke variant")
@@ -121,17 +133,30 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as e:  # StudyError is a ValueError too
         print(f"error: {e}", file=sys.stderr)
         return 2
-    at = budgets(cfg.train.epochs, args.at)
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = [curve(name, cfg, seed, at) for seed in seeds]
-    if len(seeds) > 1:
-        for i, epoch in enumerate(at):
-            gains = [r[i]["gain_db"] for r in runs if i < len(r)]
-            cpu = [r[i]["cpu_s"] for r in runs if i < len(r)]
-            print(json.dumps({"config": name, "seeds": seeds, "epoch": epoch, "cpu_s": round(statistics.mean(cpu), 1),
-                              "gain_db_mean": round(statistics.mean(gains), 3),
-                              "gain_db_sd": round(statistics.stdev(gains), 3) if len(gains) > 1 else None}), flush=True)
+    if args.epochs:  # the frontier: one run per budget, its end point
+        try:
+            plan = [(scaled(cfg, e), [e]) for e in sorted({int(x) for x in args.epochs.split(",")})]
+        except (ConfigError, ValueError) as e:
+            print(f"error: --epochs: {e}", file=sys.stderr)
+            return 2
+    else:
+        plan = [(cfg, budgets(cfg.train.epochs, args.at))]
+    for run_cfg, at in plan:
+        runs = [curve(name, run_cfg, seed, at) for seed in seeds]
+        if len(seeds) > 1:
+            _means(name, seeds, at, runs)
     return 0
+
+
+def _means(name: str, seeds: list[int], at: list[int], runs: list[list[dict[str, Any]]]) -> None:
+    """One line per budget: the mean and sd of gain_db over the seeds."""
+    for i, epoch in enumerate(at):
+        gains = [r[i]["gain_db"] for r in runs if i < len(r)]
+        cpu = [r[i]["cpu_s"] for r in runs if i < len(r)]
+        print(json.dumps({"config": name, "seeds": seeds, "epoch": epoch, "cpu_s": round(statistics.mean(cpu), 1),
+                          "gain_db_mean": round(statistics.mean(gains), 3),
+                          "gain_db_sd": round(statistics.stdev(gains), 3) if len(gains) > 1 else None}), flush=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,19 @@ SMOKE = ROOT / "search_spaces" / "smoke.toml"
 TIMEOUT_S = 300  # per CLI run: the machine's 2 cores are shared with other tests
 
 
+def benchmark(name: str) -> Any:
+    """benchmarks/<name>.py as a module (benchmarks/ is no package), for checks that need no subprocess."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 def cli_env(cache: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["CVAE_CACHE"] = str(cache)

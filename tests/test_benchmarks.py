@@ -1,12 +1,9 @@
 """The benchmarks run as a user types them; the GPU-facing ones say so plainly where there is no GPU."""
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,7 +13,7 @@ import torch
 from fake_results import write_scores_study
 from study.race import RaceRule, replay
 from study.spec import load_spec
-from study_helpers import PYTHON, ROOT, scaled
+from study_helpers import PYTHON, ROOT, benchmark, scaled
 
 
 def _run(args: list[str], cache: Path, tmp: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -61,14 +58,8 @@ def test_throughput_prints_device_and_precision(tmp_path: Path, cache_dir: Path,
 
 # --- benchmarks/racing.py: a finished fixed-seed study replayed as a seed race ---------------------
 
-@functools.cache
 def _racing() -> ModuleType:
-    """benchmarks/racing.py as a module (benchmarks/ is no package), for the checks that need no subprocess."""
-    spec = importlib.util.spec_from_file_location("racing", ROOT / "benchmarks/racing.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["racing"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return benchmark("racing")
 
 
 # A clear leader, one close behind it and one far worse: 8 fixed seeds each.
@@ -158,3 +149,23 @@ def test_racing_run_writes_the_fixed_kl_study_beside_its_results(tmp_path: Path)
     fixed, kl = load_spec(path), load_spec(ROOT / "search_spaces/kl.toml")
     assert (fixed.name, fixed.seeds, fixed.race) == ("kl-fixed8", tuple(range(8)), None)
     assert fixed.fixed == kl.fixed and fixed.num_configs == kl.num_configs  # the kl study's tables, its base resolved
+
+
+# --- benchmarks/study_margin.py: what a finished study bought ------------------------------------
+
+def test_study_margin_gives_each_settings_margin_over_the_floor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scores = {"None": [33.0, 34.0, 35.0], "Monotonic": [30.0, 30.5, 31.0]}
+    exp = write_scores_study(tmp_path, scores, hold=32.0, gpu=0.25)
+    study_margin = benchmark("study_margin")
+    assert study_margin.main([str(exp), str(tmp_path / "missing")]) == 2  # the good one still prints
+    out, err = capsys.readouterr()
+    (line,) = [json.loads(x) for x in out.splitlines()]
+    assert "missing" in err
+    assert [s["setting"] for s in line["settings"]] == ["kl_anneal_type=None", "kl_anneal_type=Monotonic"]
+    best, worst = line["settings"]
+    assert (best["n"], best["mean"], best["sd"], best["floor"]) == (3, 34.0, 1.0, 32.0)
+    assert best["margin_db"] == line["best_margin_db"] == 2.0 and best["learned"]  # 2 dB over, spread 1 dB
+    assert worst["margin_db"] == -1.5 and not worst["learned"]
+    assert line["trials"] == 6 and line["cpu_s"] > 0 and line["gpu_s"] > 0
+    assert line["db_per_gpu_min"] == pytest.approx(2.0 / (line["gpu_s"] / 60), rel=1e-2)
+    assert line["db_per_cpu_min"] == pytest.approx(2.0 / (line["cpu_s"] / 60), rel=1e-2)

@@ -11,12 +11,12 @@ import torch
 from torch import Tensor
 
 from cvae import evaluate
-from cvae.config import Config, ModelConfig
+from cvae.config import Config, ModelConfig, load_config
 from cvae.data import load_dataset, to_tensor
 from cvae.evaluate import predict_steps, val_noise, validate
 from cvae.metrics import psnr_per_frame
 from cvae.model import CVAE
-from study_helpers import PYTHON, ROOT
+from study_helpers import PYTHON, ROOT, benchmark
 
 
 class Copycat(CVAE):
@@ -89,3 +89,30 @@ def test_learning_budget_prints_its_json_lines(tmp_path: Path, cache_dir: Path) 
     bad = subprocess.run([*cmd[:2], "--config", str(ROOT / "configs/demo.toml"), "--set", "train.nope=1"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "train.nope" in bad.stderr
+
+
+@pytest.mark.slow
+def test_learning_budget_frontier_on_the_lab_style_stand_in(tmp_path: Path, cache_dir: Path) -> None:
+    """--epochs: one run per budget (its own schedule), one point at its end, on lab-style data."""
+    cmd = [PYTHON, str(ROOT / "benchmarks/learning_budget.py"), "--config", str(ROOT / "configs/cpu.toml"),
+           "--smoke-test", "--seeds", "0", "--epochs", "2,1", "--set", "data.synthetic_style=lab",
+           "--set", "data.val_video_len=12"]
+    env = {"CVAE_CACHE": str(cache_dir), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    points = [json.loads(x) for x in done.stdout.splitlines()]
+    assert [(p["seed"], p["epoch"]) for p in points] == [(0, 1), (0, 2)]  # budgets in order, each its own run
+    assert points[1]["steps"] == 2 * points[0]["steps"] and points[1]["cpu_s"] > 0
+    floor = points[0]["val_psnr_hold"]  # the lab-style stand-in's floor, not the bold dancer's ~20 dB
+    assert floor > 28 and all(p["val_psnr_hold"] == floor for p in points)
+    for p in points:
+        assert p["gain_db"] == pytest.approx(p["val_psnr"] - floor, abs=2e-3)
+
+
+def test_scaled_budgets_keep_the_schedule_in_proportion() -> None:
+    scaled = benchmark("learning_budget").scaled
+    cfg = load_config(ROOT / "configs/cpu.toml")  # 20 epochs, milestones [16]
+    assert (cfg.train.epochs, cfg.train.milestones) == (20, (16,))
+    assert scaled(cfg, 40).train.milestones == (32,) and scaled(cfg, 40).train.epochs == 40
+    assert scaled(cfg, 10).train.milestones == (8,)
+    assert scaled(cfg, 1).train.milestones == ()  # a decay at or past the end is no decay

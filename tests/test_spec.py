@@ -16,8 +16,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = sorted([*(ROOT / "search_spaces").glob("*.toml"), *(ROOT / "search_spaces/lab").glob("*.toml")])
 LAB = ROOT / "search_spaces/lab"
+LABLIKE = ROOT / "search_spaces/lablike"
+STUDIES = sorted([*(ROOT / "search_spaces").glob("*.toml"), *LAB.glob("*.toml"), *LABLIKE.glob("*.toml")])
 HEAD = '[study]\nname = "t"\nnum_samples = 2\n'
 
 
@@ -51,14 +52,16 @@ def assert_error(path: Path, key: str, contains: str = "") -> StudyError:
 
 
 def test_there_are_shipped_studies() -> None:
-    assert {p.stem for p in STUDIES if p.parent != LAB} >= {"smoke", "kl", "tfr", "fast_train", "joint"}
-    assert {p.stem for p in STUDIES if p.parent == LAB} == {"kl", "tfr", "fast_train"}
+    assert {p.stem for p in STUDIES if p.parent.name == "search_spaces"} >= {"smoke", "kl", "tfr", "fast_train", "joint"}
+    assert {p.stem for p in STUDIES if p.parent == LAB} == {"kl", "tfr", "fast_train", "gpu_check"}
+    assert {p.stem for p in STUDIES if p.parent == LABLIKE} == {"tfr"}
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(ROOT / "search_spaces")))
 def test_shipped_study_loads_and_builds(path: Path) -> None:
     spec = load_spec(path)
-    assert spec.name == (f"lab-{path.stem}" if path.parent == LAB else path.stem)  # results/lab-kl beside results/kl
+    # results/lab-kl and results/lablike-tfr beside results/kl
+    assert spec.name == (f"{path.parent.name}-{path.stem}" if path.parent in (LAB, LABLIKE) else path.stem)
     text = path.read_text(encoding="utf-8")
     if "base" in tomllib.loads(text):  # the copy beside the results holds every value: it alone rebuilds the spec
         assert "base" not in tomllib.loads(spec.raw_text) and parse_spec(spec.raw_text, path) == spec
@@ -102,6 +105,23 @@ def test_lab_studies_are_the_lab_on_a_gpu(name: str) -> None:
     assert cfg.data.root is None and cfg.data.synthetic_style == "lab"
     assert lab.gpus_per_trial == 0.25 and lab.max_concurrent is None  # 4 per GPU; the cluster sets how many
     assert [p.name for p in lab.space] == [p.name for p in cpu.space]  # the same question as the CPU study
+
+
+def test_the_lablike_study_asks_the_tfr_question_on_the_lab_style_stand_in() -> None:
+    lablike, cpu = load_spec(LABLIKE / "tfr.toml"), load_spec(ROOT / "search_spaces/tfr.toml")
+    a, b = lablike.base_config(), cpu.base_config()
+    assert a.data.synthetic_style == "lab" and a.data.root is None and b.data.synthetic_style == "bold"
+    assert a.model == b.model and (a.data.frame_H, a.data.frame_W, a.data.val_video_len) == (16, 32, 150)
+    assert lablike.space == cpu.space and lablike.seeds == (0, 1, 2)  # the same question, 3 seeds as measured
+    assert (a.train.epochs, a.train.milestones) == (10, (8,))  # the frontier's smallest budget over +1 dB
+
+
+def test_the_gpu_check_study_is_the_lab_tfr_study_cut_short() -> None:
+    short, lab = load_spec(LAB / "gpu_check.toml"), load_spec(LAB / "tfr.toml")
+    a, b = short.base_config(), lab.base_config()
+    assert a.model == b.model and a.data == b.data and short.space == lab.space
+    assert a.train == b.train.__class__(**{**b.train.__dict__, "epochs": 5})
+    assert short.seeds == (0,) and short.num_trials == 2 and short.gpus_per_trial == lab.gpus_per_trial > 0
 
 
 @pytest.mark.parametrize("name", ["kl", "tfr", "fast_train"])
