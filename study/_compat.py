@@ -13,6 +13,9 @@ tests/test_compat.py runs a real Tune experiment and fails loudly when any of th
 - `searcher_study(exp_dir)`: the Optuna study inside the searcher state Tune saved with the
   experiment (`searcher-state-*.pkl`); OptunaSearch restores from that file (public) but keeps the
   study in `_ot_study`.
+- `tpe_options(sampler)` and `asha_max_t(scheduler)`: what a TPESampler and an ASHAScheduler were
+  built with, which neither library shows publicly; the tests read back that a study file's options
+  reached them.
 """
 from __future__ import annotations
 
@@ -73,3 +76,15 @@ def searcher_study(exp_dir: str | Path) -> Any:
 
 
 __all__ = ["EXPERIMENT_STATE_GLOB", "SEARCHER_STATE_GLOB", "TUNER_STATE", "restorable", "searcher_study", "trial_states"]
+
+
+def tpe_options(sampler: Any) -> dict[str, Any]:
+    """The options an optuna TPESampler was built with: multivariate, group, constant_liar,
+    n_startup_trials (set by TPESampler.__init__, no public getter)."""
+    return {"multivariate": sampler._multivariate, "group": sampler._group,
+            "constant_liar": sampler._constant_liar, "n_startup_trials": sampler._n_startup_trials}
+
+
+def asha_max_t(scheduler: Any) -> int:
+    """The max_t an ASHAScheduler was built with (the epochs after which every trial stops)."""
+    return int(scheduler._max_t)

@@ -92,7 +92,7 @@ def _stdout_logger() -> logging.Logger:
     return out
 
 
-def _restorable(checkpoint: tune.Checkpoint | None, stack: contextlib.ExitStack, trial: str) -> tuple[Path | None, float]:
+def resume_point(checkpoint: tune.Checkpoint | None, stack: contextlib.ExitStack, trial: str) -> tuple[Path | None, float]:
     """The verified directory of Tune's checkpoint for this trial (None: start from scratch) and
     the CPU seconds spent before it. A corrupt checkpoint is logged and never loaded."""
     if checkpoint is None:
@@ -155,7 +155,7 @@ def train_cvae(config: dict[str, Any], spec: StudySpec | None = None, dataset: D
     node_id = ray.get_runtime_context().get_node_id()
 
     with contextlib.ExitStack() as stack:
-        resume, cpu_before = _restorable(tune.get_checkpoint(), stack, trial)
+        resume, cpu_before = resume_point(tune.get_checkpoint(), stack, trial)
         # cvae.train writes each epoch here; tune.report copies it into the trial dir synchronously.
         # Inside the trial's working dir (in Ray's session dir, not synced to storage) when Tune
         # chdirs there, so even a SIGKILLed trial leaves nothing in the system temp dir.
@@ -193,4 +193,4 @@ def train_cvae(config: dict[str, Any], spec: StudySpec | None = None, dataset: D
         log.warning("[trial %s] diverged at epoch %s; ended cleanly", trial, summary.last_metrics.get("epoch"))
 
 
-__all__ = ["gpu_assignment", "train_cvae", "trial_config", "trial_threads"]
+__all__ = ["gpu_assignment", "resume_point", "train_cvae", "trial_config", "trial_threads"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from study._compat import tpe_options
 from study.space import first_points, grid_queue, make_sampler, make_searcher
 from study.spec import SMOKE_TRIALS, StudyError, load_spec, smoke_spec
 from study_helpers import SMOKE, result_rows, run_cli, study_cmd, trial_dirs, write_study
@@ -17,8 +18,8 @@ CONDITIONAL = {"kl_anneal_type": {"choices": ["Monotonic", "Cyclical", "None"]},
 
 
 def _tpe(sampler: object) -> tuple[object, ...]:
-    # Optuna has no public getters for these: read the attributes TPESampler.__init__ sets.
-    return (sampler._multivariate, sampler._group, sampler._constant_liar, sampler._n_startup_trials)  # type: ignore[attr-defined]
+    o = tpe_options(sampler)  # Optuna has no public getters for these
+    return (o["multivariate"], o["group"], o["constant_liar"], o["n_startup_trials"])
 
 
 def test_tpe_defaults_suit_a_conditional_space_with_trials_in_flight(tmp_path: Path) -> None:

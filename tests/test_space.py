@@ -13,6 +13,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study._compat import asha_max_t
 from study.space import (SEED_KEY, SeedRepeater, define_by_run, export_searcher_study, grid_queue, make_sampler, make_scheduler, make_searcher,
                          optuna_search, sqlite_storage)
 from study.spec import StudySpec, load_spec
@@ -360,9 +361,9 @@ def test_make_scheduler(tmp_path: Path) -> None:
     assert make_scheduler(spec_of(tmp_path, GRID)) is None
     asha = make_scheduler(spec_of(tmp_path, GRID + "[train]\nepochs = 6\n",
                                   search='scheduler = "asha"\ngrace_period = 2\nreduction_factor = 2'))
-    assert isinstance(asha, ASHAScheduler) and asha.metric == "val/psnr" and asha._max_t == 6
+    assert isinstance(asha, ASHAScheduler) and asha.metric == "val/psnr" and asha_max_t(asha) == 6
     searched_epochs = spec_of(tmp_path, GRID + "[space.epochs]\nchoices = [3, 9]\n", search='scheduler = "asha"')
-    assert make_scheduler(searched_epochs)._max_t == 9
+    assert asha_max_t(make_scheduler(searched_epochs)) == 9
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.toml")), ids=lambda p: p.stem)

@@ -13,7 +13,7 @@ from ray import tune
 from cvae.config import Config
 from cvae.train import run
 from study.spec import load_spec
-from study.trainable import _restorable, gpu_assignment, trial_config, trial_threads
+from study.trainable import resume_point, gpu_assignment, trial_config, trial_threads
 from study_helpers import SMOKE
 
 
@@ -48,7 +48,7 @@ def test_trial_config_and_threads_outside_tune() -> None:
 
 def test_corrupt_checkpoint_restarts_the_trial_from_scratch(tmp_path: Path, cache_dir: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    # _restorable is private: train_cvae, the public entry, takes its checkpoint from tune.get_checkpoint(),
+    # train_cvae, the usual entry, takes its checkpoint from tune.get_checkpoint(),
     # which only a running Tune session has. The same path through a real study is test_faults'.
     cfg = Config.from_dict({
         "model": {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16},
@@ -60,11 +60,11 @@ def test_corrupt_checkpoint_restarts_the_trial_from_scratch(tmp_path: Path, cach
     ckpt = tune.Checkpoint.from_directory(str(summary.checkpoint))
     ckpt.set_metadata({"cpu_s": 3.5})
     with contextlib.ExitStack() as stack:
-        path, cpu = _restorable(ckpt, stack, "t0")
+        path, cpu = resume_point(ckpt, stack, "t0")
         assert path == summary.checkpoint and cpu == 3.5
     state = summary.checkpoint / "state.pt"
     state.write_bytes(state.read_bytes()[:-100])  # truncated, as by a crash mid-write
     with caplog.at_level(logging.ERROR), contextlib.ExitStack() as stack:
-        path, cpu = _restorable(ckpt, stack, "t0")
+        path, cpu = resume_point(ckpt, stack, "t0")
     assert path is None and cpu == 3.5
     assert "corrupt" in caplog.text and "from scratch" in caplog.text
