@@ -17,6 +17,24 @@ from study_helpers import ROOT, SMOKE, StudyRun, run_cli, study_cmd, write_study
 
 __all__ = ["ROOT"]  # test_architecture.py reads it from here; study_helpers.py defines it
 
+# Module fixtures that take about a second or more to build: every test that uses one is slow, so
+# make test-fast (the unit tier, `-m "not slow ..."`) neither builds them nor runs those tests.
+HEAVY_FIXTURES = frozenset({
+    "data",  # test_predict: a two-sequence test split in the lab's format (2 x 630 frames of PNGs)
+    "predicted",  # test_predict: that split rolled out and written as CSV, GIFs, PNGs
+    "small",  # test_predict: a checkpoint at another frame size
+    "world",  # test_cli: a study in every state, as a folder and as a URI
+    "fake_report",  # test_report: the hand-made study's whole report
+})
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 # Tests share the machine's 2 cores with each other's subprocesses: one thread each avoids
 # OpenMP threads spinning against each other.
 torch.set_num_threads(1)

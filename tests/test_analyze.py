@@ -115,6 +115,7 @@ def test_conditional_params_are_null_where_inactive(fake: Path) -> None:
     assert "__trial_index__" not in t.columns  # unknown keys of params.json are ignored
 
 
+@pytest.mark.slow
 def test_ranking(fake: Path) -> None:
     t = build_tables(fake)
     r = ranking(t, read_study(fake))
@@ -132,6 +133,7 @@ def test_ranking(fake: Path) -> None:
     assert winner(r) == top and winner(r.head(0)) is None
 
 
+@pytest.mark.slow
 def test_ranking_puts_a_setting_that_lost_a_seed_below_complete_ones(fake: Path) -> None:
     """The diverged trial of None lost its only scored epochs: None then ranks last, even when best."""
     t = build_tables(fake)
@@ -157,6 +159,7 @@ def test_trial_objective(objective: str, mode: str, want: tuple) -> None:
     assert trial_objective([(0, None), (1, float("inf"))], objective, mode) == (None, None)
 
 
+@pytest.mark.slow
 def test_partial_study(tmp_path: Path) -> None:
     """Caught mid-run: a running trial without checkpoint, a pending one with params.json only."""
     t = build_tables(write_fake_study(tmp_path, partial=True))
@@ -169,6 +172,7 @@ def test_partial_study(tmp_path: Path) -> None:
     assert not t.frames.filter(pl.col("trial_id").is_in([first["trial_id"], pending["trial_id"]])).height
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("partial", [False, True])
 def test_without_ray_experiment_state(tmp_path: Path, partial: bool) -> None:
     """No experiment_state-*.json: error.txt, finished.json and epoch counts decide."""
@@ -213,6 +217,7 @@ def test_read_results_nonfinite_and_empty(tmp_path: Path) -> None:
     assert read_results(tmp_path / "missing.json").height == 0
 
 
+@pytest.mark.slow
 def test_parquet_written_and_load_tables_round_trips(fake: Path) -> None:
     built = analyze(fake)
     for name in ("trials", "epochs", "frames"):
@@ -228,6 +233,7 @@ def test_parquet_written_and_load_tables_round_trips(fake: Path) -> None:
     assert load_tables(fake).trials.filter(pl.col("trial") == d.name)["error"].item() == "RuntimeError: late"
 
 
+@pytest.mark.slow
 def test_study_file_fallbacks(tmp_path: Path) -> None:
     d = write_fake_study(tmp_path)
     info = read_study(d)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 from fake_results import write_fake_study
 
@@ -24,6 +26,7 @@ def _top(mods: set[str]) -> set[str]:
     return {m.split(".")[0] for m in mods}
 
 
+@pytest.mark.slow
 def test_cvae_imports_neither_ray_nor_optuna() -> None:
     names = sorted(p.stem for p in (ROOT / "cvae").glob("*.py") if p.stem != "__main__")
     mods = _modules_after("\n".join(f"import cvae.{n}" for n in names))
@@ -31,11 +34,13 @@ def test_cvae_imports_neither_ray_nor_optuna() -> None:
     assert not {"ray", "optuna"} & _top(mods)
 
 
+@pytest.mark.slow
 def test_the_report_imports_no_training_code() -> None:
     mods = _modules_after("import study.report, study.report.cli")
     assert not {"cvae.train", "study.trainable", "study.run", "ray"} & (mods | _top(mods))
 
 
+@pytest.mark.slow
 def test_status_reads_a_study_without_importing_ray(tmp_path: Path) -> None:
     exp = write_fake_study(tmp_path)
     mods = _modules_after("import contextlib, io\nfrom study.cli import main\n"
@@ -45,6 +50,7 @@ def test_status_reads_a_study_without_importing_ray(tmp_path: Path) -> None:
     assert "ray" not in _top(mods)
 
 
+@pytest.mark.slow
 def test_python_m_cvae_train_executes_train_py_once() -> None:
     code = ("import runpy, sys\nsys.argv = ['cvae.train', '--help']\n"
             "import contextlib, io\n"

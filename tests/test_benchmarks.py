@@ -106,6 +106,7 @@ def test_racing_replays_a_fixed_seed_study_and_simulates(tmp_path: Path) -> None
         assert 0 <= low <= s["wrong_per_comparison"] <= high <= 1
 
 
+@pytest.mark.slow
 def test_racing_refuses_a_study_whose_configurations_ran_different_seeds(tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     study = write_scores_study(tmp_path / "results", {"Monotonic": RACE_SCORES["Monotonic"], "None": [27.0, 27.5, 26.8]},
@@ -127,6 +128,7 @@ OVERTURNED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state", OVERTURNED)
 def test_racing_calls_a_verdict_that_all_seeds_overturn_contradicted(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                       state: str) -> None:
@@ -153,6 +155,7 @@ def test_racing_run_writes_the_fixed_kl_study_beside_its_results(tmp_path: Path)
 
 # --- benchmarks/study_margin.py: what a finished study bought ------------------------------------
 
+@pytest.mark.slow
 def test_study_margin_gives_each_settings_margin_over_the_floor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scores = {"None": [33.0, 34.0, 35.0], "Monotonic": [30.0, 30.5, 31.0]}
     exp = write_scores_study(tmp_path, scores, hold=32.0, gpu=0.25)

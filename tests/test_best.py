@@ -43,6 +43,7 @@ def _optuna_best(exp: Path) -> str:
     return setting_label(best.params, read_study(exp).searched)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["best", "last"])
 def test_one_ranking_everywhere(objective: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:

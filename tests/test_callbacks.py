@@ -13,6 +13,7 @@ import pytest
 from study.callbacks import ReportCallback
 
 
+@pytest.mark.slow
 def test_report_callback_follows_a_moved_study(fake: Path, tmp_path: Path) -> None:
     """After Tuner.restore of a moved folder the pickled callback's path is stale; Tune's trials know."""
     cb = pickle.loads(pickle.dumps(ReportCallback(tmp_path / "old-place", background=False)))
@@ -21,6 +22,7 @@ def test_report_callback_follows_a_moved_study(fake: Path, tmp_path: Path) -> No
     assert cb.study_dir == str(fake.resolve()) and (fake / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_report_callback(fake: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
     from ray.tune import Callback
 

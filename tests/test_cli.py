@@ -68,6 +68,7 @@ def _where(world: Path, form: str, name: str, monkeypatch: pytest.MonkeyPatch) -
     return f"file://{world / 'bucket' / name}" if form == "uri" else str(world / "home" / "results" / name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("state", list(STATES))
 def test_status_best_and_report_in_every_state(state: str, form: str, world: Path, live: None,
@@ -102,6 +103,7 @@ def test_list_names_every_study_with_its_state(form: str, world: Path, live: Non
     assert sorted(rows) == sorted([n, s] for n, s in STATES.values() if s is not None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ("relative", "absolute"))
 def test_run_refuses_a_running_and_a_finished_study_touching_nothing(form: str, world: Path, live: None,
                                                                      monkeypatch: pytest.MonkeyPatch,

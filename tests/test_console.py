@@ -50,6 +50,7 @@ def test_fmt_s() -> None:
     assert [fmt_s(s) for s in (None, 4.4, 65, 3725)] == ["?", "4s", "1m05s", "1h02m"]
 
 
+@pytest.mark.slow
 def test_console_line_best_is_the_ranking_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exp = write_fake_study(tmp_path)
     info = read_study(exp)
@@ -81,6 +82,7 @@ def test_verbose_gives_tunes_table(tmp_path: Path) -> None:
     assert calls == [False]
 
 
+@pytest.mark.slow
 def test_status_of_a_finished_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exp = write_fake_study(tmp_path)
     (exp / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
@@ -94,6 +96,7 @@ def test_status_of_a_finished_study(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert f"best {best['setting']}" in out
 
 
+@pytest.mark.slow
 def test_status_and_the_progress_line_of_a_seed_race(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fake_results import write_scores_study
     from study.evidence import race_arms_of, race_text
@@ -121,6 +124,7 @@ def test_status_and_the_progress_line_of_a_seed_race(tmp_path: Path, capsys: pyt
         assert f"{st.setting}: {st.seeds} seeds, mean {st.mean:.2f}, {race_text(st, info.race_rule)}" in out
 
 
+@pytest.mark.slow
 def test_status_of_a_running_and_of_an_interrupted_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exp = write_fake_study(tmp_path, partial=True)
     (exp / "tuner.pkl").write_bytes(b"")
@@ -146,6 +150,7 @@ def test_status_of_a_running_and_of_an_interrupted_study(tmp_path: Path, capsys:
     assert study_state(exp) == "interrupted"
 
 
+@pytest.mark.slow
 def test_best_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exp = write_fake_study(tmp_path / "results")
     assert cli(["best", str(exp)]) == 1  # no best.toml yet

@@ -6,6 +6,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from cvae.checkpoint import save_checkpoint
 from cvae.cli import with_threads
 from cvae.config import Config
@@ -16,6 +18,7 @@ from study_helpers import PYTHON
 SPIN = "import time\nend = time.time() + 20\nwhile time.time() < end:\n    pass\n"
 
 
+@pytest.mark.slow
 def test_busy_cores_leave_fewer_threads() -> None:
     cpus = available_cpus()
     spinners = [subprocess.Popen([PYTHON, "-c", SPIN]) for _ in range(2)]
@@ -43,6 +46,7 @@ def test_threads_set_in_the_config_win_and_a_resume_keeps_its_start(tmp_path: Pa
     assert cfg.train.threads == 7 and line == "threads: 7 (as the run started with)"
 
 
+@pytest.mark.slow
 def test_a_run_at_the_studies_size_takes_one_thread() -> None:
     from cvae.device import SMALL_WORK
 

@@ -22,6 +22,7 @@ def _dead_pid() -> int:
                               text=True).stdout)
 
 
+@pytest.mark.slow
 def test_a_second_driver_is_refused_naming_the_first_and_a_killed_one_blocks_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("study.driver.LOCK_WAIT_S", 0.2)  # the second driver's wait for the lock, shortened

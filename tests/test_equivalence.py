@@ -16,6 +16,7 @@ def _loss(out, img: torch.Tensor) -> torch.Tensor:
     return (out.pred - img[:, 1:]).pow(2).mean() + 0.7 * kl_per_frame(out.mu, out.logvar).mean()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("teacher_forcing", [True, False], ids=["tf", "no-tf"])
 def test_fast_training_forward_equals_reference(teacher_forcing: bool) -> None:
     torch.manual_seed(0)
@@ -40,6 +41,7 @@ def test_fast_training_forward_equals_reference(teacher_forcing: bool) -> None:
         assert torch.allclose(x.float(), y.float(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_batched_label_encoder_is_an_option_that_changes_batchnorm_statistics() -> None:
     torch.manual_seed(0)
     base = CVAE(ModelConfig(32, 8, 4, 48))
@@ -51,6 +53,7 @@ def test_batched_label_encoder_is_an_option_that_changes_batchnorm_statistics() 
     assert not torch.allclose(a.pred, b.pred, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fast_rollout_equals_reference() -> None:
     torch.manual_seed(0)
     model = CVAE(ModelConfig(32, 8, 4, 48)).eval()

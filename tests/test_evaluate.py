@@ -50,6 +50,7 @@ def test_a_model_that_copies_its_input_scores_the_copy_floors(cache_dir: Path) -
     assert m["val/psnr_step_hold"] > m["val/psnr_hold"]
 
 
+@pytest.mark.slow
 def test_batched_one_step_pass_equals_one_step_per_frame(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = small(cache_dir, val=23)
     data = load_dataset(cfg.data)

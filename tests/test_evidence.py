@@ -74,6 +74,7 @@ def test_the_step_diagnosis() -> None:
     assert "keeps most of it" in step_diagnosis(34.0, floor, 35.5, copy)
 
 
+@pytest.mark.slow
 def test_trial_scores_score_trials_as_the_ranking_does(tmp_path) -> None:
     study = write_fake_study(tmp_path)
     tables, info = analyze(study), read_study(study)

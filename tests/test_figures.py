@@ -63,6 +63,7 @@ def test_figures_are_written_as_png_and_svg(tmp_path: Path, capsys: pytest.Captu
     assert f"figures: {len(drawn) * len(FORMATS)} files in {out}" in printed and "tfr_loss.{png,svg}" in printed
 
 
+@pytest.mark.slow
 def test_figures_without_data_say_why(tmp_path: Path) -> None:
     study = write_fake_study(tmp_path)  # fast_train_epoch is 0 everywhere
     figures, skipped = lab_figures(context(study, analyze(study)))
@@ -71,6 +72,7 @@ def test_figures_without_data_say_why(tmp_path: Path) -> None:
     assert "fixed list" in skipped[RACE] and "no seed race" in skipped[RACE]
 
 
+@pytest.mark.slow
 def test_the_race_figure_draws_each_configurations_mean_with_its_t_interval(tmp_path: Path) -> None:
     per_seed = {"None": [30.0, 30.2, 29.9, 30.1], "Monotonic": [25.1, 25.3, 24.9, 25.0], "Cyclical": [29.0, 30.5, 29.5, 31.0]}
     study = write_race_study(tmp_path, per_seed)  # seeds 2 to 4
@@ -93,6 +95,7 @@ def test_the_race_figure_draws_each_configurations_mean_with_its_t_interval(tmp_
             assert tr.error_y.arrayminus[k - 1] == pytest.approx(means[k - 1] - low)
 
 
+@pytest.mark.slow
 def test_missing_exporter_costs_one_line_and_the_report_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     real = importlib.metadata.version
@@ -111,6 +114,7 @@ def test_missing_exporter_costs_one_line_and_the_report_is_written(tmp_path: Pat
     assert len(err) == 1 and "pip install 'kaleido>=1.0'" in err[0], err
 
 
+@pytest.mark.slow
 def test_a_browser_that_fails_leaves_no_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     needs_export()
     from choreographer.browsers.chromium import Chromium

@@ -188,6 +188,7 @@ def test_read_manifest_names_the_file(tmp_path: Path, bad: str) -> None:
         read_manifest(tmp_path)
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_manifest_and_status_prints_the_commit(tmp_path: Path) -> None:
     from fake_results import write_fake_study
 
@@ -216,6 +217,7 @@ def test_the_record_says_how_the_data_compares_with_the_labs(tmp_path: Path) -> 
     assert dataset_record(DataConfig(root=str(tmp_path / "gone"))).statistics == []  # unreadable data: no rows, no error
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_data_beside_the_labs(tmp_path: Path) -> None:
     from fake_results import write_fake_study
     from study.report import build_report

@@ -12,6 +12,7 @@ SMALL = (32, 8, 4, 48)
 H, W = 32, 64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dims", [LAB, SMALL], ids=["lab", "small"])
 def test_every_module_keeps_resolution_and_maps_channels(dims: tuple[int, int, int, int]) -> None:
     f, l, n, d = dims
@@ -70,6 +71,7 @@ def test_inference_step_needs_no_target_frame() -> None:
     assert not torch.equal(a, b)  # z ~ N(0, 1) is sampled, not taken from a posterior
 
 
+@pytest.mark.slow
 def test_rollout_chains_its_own_predictions() -> None:
     model = CVAE(ModelConfig(*SMALL)).eval()
     labels = torch.rand(1, 6, 3, H, W)

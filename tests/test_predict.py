@@ -51,6 +51,7 @@ def predicted(data: Path, ckpt: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
+@pytest.mark.slow
 def test_submission_has_the_lab_format(predicted: Path, data: Path) -> None:
     lines = (predicted / "submission.csv").read_text().splitlines()
     assert lines[0] == HEADER and HEADER.startswith("id,0,1,2,") and HEADER.endswith(",6143")
@@ -76,6 +77,7 @@ def test_gifs_and_strips(predicted: Path) -> None:
     assert not list(predicted.glob(".*tmp"))
 
 
+@pytest.mark.slow
 def test_score_json_beside_it_is_what_score_says(predicted: Path, data: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     saved = json.loads((predicted / "score.json").read_text())
@@ -109,6 +111,7 @@ def _small_args(small: Path, one: Path, out: Path) -> list[str]:
     return ["--checkpoint", str(small), "--data", str(one), "--out", str(out), "--device", "cpu", "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_a_model_trained_at_another_size_needs_resize(small: Path, one: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
@@ -141,6 +144,7 @@ class Copycat(CVAE):
         return first[:, None].expand(-1, label.shape[1] - 1, -1, -1, -1).clone()
 
 
+@pytest.mark.slow
 def test_a_model_that_copies_its_input_scores_the_hold_floor(data: Path, ckpt: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -203,6 +207,7 @@ BROKEN: dict[str, Callable[[Path], Path]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", BROKEN)
 def test_a_broken_test_split_is_refused_and_nothing_is_written(case: str, data: Path, ckpt: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -288,6 +293,7 @@ def test_the_commands_as_a_user_types_them(data: Path, tmp_path: Path) -> None:
         assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_the_embedded_test_split_predicts_and_scores(ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """The embedded data's own test split (cvae.synthetic), read by the same reader: a model that repeats

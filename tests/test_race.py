@@ -311,6 +311,7 @@ def test_a_smoke_race_killed_mid_race_resumes_with_no_trial_lost_or_run_twice(tm
     assert {st.state for st in race_standings(tables, info)} <= {LEADER, OPEN, WORSE, EQUIVALENT}
 
 
+@pytest.mark.slow
 def test_a_confirmation_race_ranks_the_raced_configurations_first(tmp_path: Path) -> None:
     """A configuration only searched (2 lucky seeds) never outranks the race's leader: THE ranking,
     best.toml's source, and the race agree on the winner."""

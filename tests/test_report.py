@@ -109,6 +109,7 @@ def fake_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return study, build_report(study)
 
 
+@pytest.mark.slow
 def test_sections_figures_and_notes(fake_report: tuple[Path, Path]) -> None:
     study, path = fake_report
     assert path == study / "report.html"
@@ -206,6 +207,7 @@ FLAT = {"None": [19.3, 18.8, 19.2], "Monotonic": [19.1, 18.7, 19.4]}  # within n
 CLEAR = {"None": [30.0, 30.2, 29.9], "Monotonic": [25.1, 25.3, 24.9]}
 
 
+@pytest.mark.slow
 def test_the_first_sentence_says_whether_the_runs_learned(tmp_path: Path) -> None:
     flat = _summary(write_scores_study(tmp_path, FLAT, "flat"))
     first = _first_text(flat)
@@ -220,6 +222,7 @@ def test_the_first_sentence_says_whether_the_runs_learned(tmp_path: Path) -> Non
     assert "did not learn" not in clear and "unlearned" not in clear
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scores, verdict", [
     (CLEAR, "4.93 dB apart: a clear difference (Welch's t-test {p}, 95% CI of the difference [+4.52, +5.35] dB"),
     ({"None": [25.0, 27.0, 23.0], "Monotonic": [24.0, 26.5, 25.0]}, "0.17 dB apart: undecided (Welch's t-test {p}"),
@@ -245,6 +248,7 @@ def _claims_rows(summary: str) -> list[list[str]]:
     return _table(summary, "data claims")[1]
 
 
+@pytest.mark.slow
 def test_the_lab_claims_beside_the_evidence(tmp_path: Path, fake_report: tuple[Path, Path]) -> None:
     # a kl study: None clearly best, Cyclical about Monotonic
     study = write_scores_study(tmp_path, {"None": [30.0, 30.2, 29.9], "Cyclical": [25.1, 25.5, 24.9],
@@ -280,6 +284,7 @@ def _arms(study: Path) -> dict[str, dict[int, float | None]]:
     return race_arms(analyze(study).trials.select("setting", "seed", "objective").iter_rows())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("race", list(RACES))
 def test_a_raced_ranking_shows_each_configurations_race(tmp_path: Path, race: str) -> None:
     study = write_race_study(tmp_path, RACES[race])
@@ -310,6 +315,7 @@ def test_a_fixed_seed_ranking_is_as_it_was(fake_report: tuple[Path, Path]) -> No
     assert "fig-race" not in figure_chunks(fake_report[1].read_text())
 
 
+@pytest.mark.slow
 def test_the_verdicts_use_the_studys_alpha_and_margin(tmp_path: Path) -> None:
     # a difference with 0.05 < p < 0.1: undecided at the default alpha, clear at alpha = 0.1
     near = {"None": [25.0, 25.6, 25.3], "Monotonic": [24.5, 25.0, 24.7]}
@@ -335,6 +341,7 @@ def test_the_verdicts_use_the_studys_alpha_and_margin(tmp_path: Path) -> None:
     assert rows[2.0][3] == "reproduced" and "equal within +-2 dB (TOST p = 0.0021)" in rows[2.0][2]
 
 
+@pytest.mark.slow
 def test_the_one_step_diagnostic(tmp_path: Path) -> None:
     study = write_scores_study(tmp_path, CLEAR, step=(0.1, 36.0))
     text = build_report(study).read_text()
@@ -352,6 +359,7 @@ def test_the_one_step_diagnostic(tmp_path: Path) -> None:
     assert "one step" not in old and STEP_FLOOR not in old
 
 
+@pytest.mark.slow
 def test_gpu_seconds_beside_cpu_seconds(tmp_path: Path) -> None:
     study = write_scores_study(tmp_path, CLEAR, gpu=0.5)
     tables = analyze(study)
@@ -368,6 +376,7 @@ def test_gpu_seconds_beside_cpu_seconds(tmp_path: Path) -> None:
     assert none["gpus"].to_list() == [0.0] * 6 and none["gpu_s"].sum() == 0
 
 
+@pytest.mark.slow
 def test_fast_train_comparison(tmp_path: Path) -> None:
     text = build_report(write_fake_study(tmp_path, fast_train=True)).read_text()
     chunks = figure_chunks(text)
@@ -378,6 +387,7 @@ def test_fast_train_comparison(tmp_path: Path) -> None:
     assert_offline(text)
 
 
+@pytest.mark.slow
 def test_partial_and_empty_studies(tmp_path: Path) -> None:
     text = build_report(write_fake_study(tmp_path, partial=True)).read_text()
     assert "2 running" in text and parse(text).sections.keys() == dict(SECTIONS).keys()
@@ -388,6 +398,7 @@ def test_partial_and_empty_studies(tmp_path: Path) -> None:
     assert_offline(text)
 
 
+@pytest.mark.slow
 def test_optuna_study_rebuilt_or_loaded(fake: Path) -> None:
     study, source = optuna_study(fake, analyze(fake))
     assert source.startswith("rebuilt")
@@ -408,6 +419,7 @@ def test_optuna_study_rebuilt_or_loaded(fake: Path) -> None:
     assert "fig-importance" not in text.split('id="search"')[1].split("</section>")[0].replace('id="note-importance"', "")
 
 
+@pytest.mark.slow
 def test_importance_needs_two_completed(tmp_path: Path) -> None:
     d = write_fake_study(tmp_path)
     for t in d.iterdir():
@@ -418,6 +430,7 @@ def test_importance_needs_two_completed(tmp_path: Path) -> None:
     assert "fig-history" in figure_chunks(text)
 
 
+@pytest.mark.slow
 def test_cli(fake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(fake)]) == 0
     assert "report: " in capsys.readouterr().out and (fake / "report.html").is_file()

@@ -86,6 +86,7 @@ def smoke_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_study(tmp_path_factory.mktemp("study") / "smoke.toml", data={"synthetic_test_sequences": 0})
 
 
+@pytest.mark.slow
 def test_finished_study_is_refused_with_a_hint(smoke_file: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     exp = tmp_path / "results" / "smoke"

@@ -34,6 +34,7 @@ def truth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     return write_submission(tmp_path_factory.mktemp("truth") / "truth.csv", rows), rows
 
 
+@pytest.mark.slow
 def test_identical_rows_count_as_the_cap(truth: tuple[Path, np.ndarray], capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = truth
     s = score_json(capsys, str(path), "--truth", str(path))
@@ -41,6 +42,7 @@ def test_identical_rows_count_as_the_cap(truth: tuple[Path, np.ndarray], capsys:
     assert s["capped"] == s["rows"] == 4 * 600 and s["sequences"] == [100.0] * 4
 
 
+@pytest.mark.slow
 def test_a_uniform_error_of_k_levels_scores_20_log10_255_over_k(truth: tuple[Path, np.ndarray], tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     path, rows = truth
@@ -58,6 +60,7 @@ def test_a_uniform_error_of_k_levels_scores_20_log10_255_over_k(truth: tuple[Pat
     assert s["frames"] == [1, 600] and s["data_range"] == 255
 
 
+@pytest.mark.slow
 def test_truth_dir_builds_the_truth_from_test_gt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = write_split(tmp_path / "data", n=1)
     gt = np.moveaxis(true_frames(0), -1, 1).reshape(SEQ_FRAMES, VALUES)  # (C, H, W) order
@@ -101,6 +104,7 @@ MALFORMED: dict[str, tuple[Callable[[list[str]], list[str]], int, str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MALFORMED)
 def test_a_malformed_csv_is_refused_with_its_line(case: str, good: list[str], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,6 +119,7 @@ def test_a_malformed_csv_is_refused_with_its_line(case: str, good: list[str], tm
         assert err.startswith(f"error: {bad}: line {line}: ") and reason in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_a_submission_and_truth_of_different_lengths(truth: tuple[Path, np.ndarray], good: list[str], tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     one = tmp_path / "one.csv"
@@ -125,12 +130,14 @@ def test_a_submission_and_truth_of_different_lengths(truth: tuple[Path, np.ndarr
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'nope.csv'}: cannot read file: ")
 
 
+@pytest.mark.slow
 def test_crlf_lines_and_a_missing_final_newline_are_read(good: list[str], tmp_path: Path) -> None:
     path = tmp_path / "crlf.csv"
     path.write_bytes("\r\n".join(good).encode())
     assert read_submission(path).shape == (SEQ_FRAMES, VALUES)
 
 
+@pytest.mark.slow
 def test_write_and_read_are_fast_and_exact(tmp_path: Path) -> None:
     """5 sequences x 630 rows x 6145 columns: the format the lab's pandas writes, byte for byte, in seconds."""
     rows = rows_of(5, seed=2)

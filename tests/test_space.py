@@ -79,6 +79,7 @@ def _with_seed(spec: StudySpec, seed: int) -> StudySpec:
 # --- define-by-run ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_conditional_and_ranges(tmp_path: Path, sampler: str) -> None:
     spec = spec_of(tmp_path, SPACE, search=f'sampler = "{sampler}"')
@@ -123,6 +124,7 @@ def test_define_by_run_pickles(tmp_path: Path) -> None:
     assert [p.name for p in again.space] == [p.name for p in fn.space]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_same_seed_same_configs_other_seed_differs(tmp_path: Path, sampler: str) -> None:
     spec = spec_of(tmp_path, SPACE, search=f'sampler = "{sampler}"')
@@ -274,6 +276,7 @@ def test_seed_repeater_passes_on_none_and_finished() -> None:
     assert rep.suggest("d") == Searcher.FINISHED
 
 
+@pytest.mark.slow
 def test_seed_repeater_state_round_trip(tmp_path: Path) -> None:
     # Tune saves wrappers with get_state and the innermost searcher with save (SearchGenerator.save_to_dir).
     spec = spec_of(tmp_path, GRID, study="seeds = [0, 1]", search='sampler = "grid"')
@@ -297,6 +300,7 @@ def test_seed_repeater_state_round_trip(tmp_path: Path) -> None:
     assert [t.value for t in told(spec, f"sqlite:///{tmp_path / 'optuna.db'}")] == [2.0]
 
 
+@pytest.mark.slow
 def test_searcher_stack_survives_tunes_save_and_restore(tmp_path: Path) -> None:
     # What Tuner.restore does with the searcher: SearchGenerator saves each wrapper's get_state and
     # the innermost OptunaSearch, then restores them into a freshly built stack.
@@ -344,6 +348,7 @@ def test_make_searcher_stack(tmp_path: Path) -> None:
     pickle.dumps(stack)  # Tune pickles the searcher with the experiment state
 
 
+@pytest.mark.slow
 def test_sqlite_storage_keeps_the_study(tmp_path: Path) -> None:
     # max_concurrent: study.run sets it from the cluster when the file does not
     spec = spec_of(tmp_path, GRID, study="max_concurrent = 1", search='sampler = "random"')

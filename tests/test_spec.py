@@ -57,6 +57,7 @@ def test_there_are_shipped_studies() -> None:
     assert {p.stem for p in STUDIES if p.parent == LABLIKE} == {"tfr"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(ROOT / "search_spaces")))
 def test_shipped_study_loads_and_builds(path: Path) -> None:
     spec = load_spec(path)
@@ -74,6 +75,7 @@ def test_shipped_study_loads_and_builds(path: Path) -> None:
         spec.config_for(point)
 
 
+@pytest.mark.slow
 def test_shipped_studies_answer_their_questions() -> None:
     kl = load_spec(ROOT / "search_spaces/kl.toml")
     assert kl.base_config().train.tfr == 0.0 and kl.race is not None and (kl.race.min, kl.race.max) == (2, 6)
@@ -505,6 +507,7 @@ def test_a_run_config_takes_a_base_too(tmp_path: Path) -> None:
     assert (cfg.model.F_dim, cfg.train.epochs, cfg.train.lr) == (16, 2, 0.01)
 
 
+@pytest.mark.slow
 def test_the_cpu_size_is_written_once() -> None:
     cpu = load_config(CPU)
     demo = load_config(ROOT / "configs" / "demo.toml")

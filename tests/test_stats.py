@@ -139,6 +139,7 @@ def test_the_command_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     assert "has 8 frames, fewer than --val-frames 150" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_m_cvae_data_stats_is_the_entry_point(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "cvae.data", "stats", str(tmp_path / "nope"), "--json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -146,6 +147,7 @@ def test_python_m_cvae_data_stats_is_the_entry_point(tmp_path: Path) -> None:
     assert proc.stderr.strip() == f"error: {tmp_path / 'nope'}: dataset root does not exist"
 
 
+@pytest.mark.slow
 def test_the_lab_style_stand_in_is_within_the_lab_bands() -> None:
     # the command's own path: written in the lab layout, read back by the loader, at both sizes
     rows = stats.synthetic_rows("lab", seed=0, sizes=stats.LAB_SIZES, lengths=stats.LAB_VAL_FRAMES)

@@ -177,6 +177,7 @@ def test_ensure_dataset_reuses_the_cache(tmp_path: Path, monkeypatch: pytest.Mon
     assert marker.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_ensure_dataset_redoes_an_incomplete_one(tmp_path: Path) -> None:
     cfg = small_cfg(tmp_path)
     root = synthetic.dataset_dir(cfg)
@@ -205,6 +206,7 @@ def _ensure_in_child(cache_dir: str, counter_dir: str, barrier: Any) -> None:
     Path(counter_dir, f"done-{os.getpid()}").write_text(f"{raced}\n{root}")
 
 
+@pytest.mark.slow
 def test_concurrent_ensure_dataset_generates_once(tmp_path: Path) -> None:
     ctx = mp.get_context("spawn")
     cache, counter = tmp_path / "cache", tmp_path / "counter"
@@ -313,6 +315,7 @@ def test_data_config_checks_the_new_keys() -> None:
     assert DataConfig().synthetic_style == "bold" and DataConfig().synthetic_test_sequences == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", ["bold", "lab"])
 def test_the_test_split_is_the_labs_layout_at_32x64(tmp_path: Path, style: str) -> None:
     kw = dict(SMALL, frame_H=16, frame_W=32, test_sequences=2)
@@ -349,6 +352,7 @@ def test_a_longer_lab_video_starts_with_the_shorter_one() -> None:
     assert np.array_equal(short, long[:20])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tag", [0, 1, 2, 3, synthetic.VAL_TAG, synthetic.TEST_TAG + 4])
 def test_the_lab_person_stays_in_the_frame_and_in_its_pose_image(tag: int) -> None:
     from cvae import synthetic_lab
@@ -378,6 +382,7 @@ def test_the_lab_person_is_one_person_in_one_studio() -> None:
     assert max(homes) - min(homes) > 8  # ... standing at different places across the width
 
 
+@pytest.mark.slow
 def test_datasets_of_other_sizes_share_one_test_split(tmp_path: Path) -> None:
     a = synthetic.ensure_dataset(small_cfg(tmp_path, synthetic_test_sequences=1))
     b = synthetic.ensure_dataset(small_cfg(tmp_path, synthetic_test_sequences=1, frame_H=16, frame_W=32))

@@ -27,6 +27,7 @@ def tiny(cache: Path, **train: object) -> Config:
     })
 
 
+@pytest.mark.slow
 def test_reports_contract_metrics_every_epoch_and_checkpoints(tmp_path: Path, cache_dir: Path) -> None:
     seen: list[tuple[dict, Path | None]] = []
     summary = run(tiny(cache_dir, epochs=3, kl_anneal_type="Monotonic", kl_anneal_cycle=2),
@@ -65,6 +66,7 @@ def test_learning_beats_its_start_on_a_short_clip(cache_dir: Path) -> None:
     assert summary.best_val_psnr > before + 3.0
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path: Path, cache_dir: Path) -> None:
     cfg = tiny(cache_dir, epochs=2, tfr=0.5)
     straight = run(cfg, checkpoint_dir=tmp_path / "a")
@@ -79,6 +81,7 @@ def test_resume_is_exact(tmp_path: Path, cache_dir: Path) -> None:
     assert strip(resumed.history) == strip(straight.history)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_cleanly_with_a_diverged_flag(tmp_path: Path, cache_dir: Path) -> None:
     seen: list[dict] = []
     summary = run(tiny(cache_dir, epochs=5, lr=1e30, max_steps_per_epoch=4), lambda m, c: seen.append(m), tmp_path)
@@ -88,6 +91,7 @@ def test_nan_loss_stops_cleanly_with_a_diverged_flag(tmp_path: Path, cache_dir: 
     assert math.isnan(seen[-1]["train/loss"])
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_detected_and_skipped(tmp_path: Path, cache_dir: Path) -> None:
     run(tiny(cache_dir, epochs=2, keep_checkpoints=2), checkpoint_dir=tmp_path)
     newest = epoch_dirs(tmp_path)[-1]
@@ -123,6 +127,7 @@ def _numbers(summary) -> list[tuple]:
     return [(m["train/loss"], m["train/mse"], m["train/kl"], m["val/psnr"], m["val/psnr_step"]) for m in summary.history]
 
 
+@pytest.mark.slow
 def test_cpu_and_auto_give_the_same_numbers_on_a_cpu_machine(cache_dir: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("auto means CUDA on this machine")
@@ -140,6 +145,7 @@ def test_asking_for_cuda_without_it_is_a_config_error(cache_dir: Path, tmp_path:
     assert not (tmp_path / "ckpt").exists()  # refused before any work
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_close_to_fp32(cache_dir: Path) -> None:
     fp32 = run(tiny(cache_dir, epochs=3, precision="fp32", kl_anneal_type="None"))
     bf16 = run(tiny(cache_dir, epochs=3, precision="bf16", kl_anneal_type="None"))
@@ -151,6 +157,7 @@ def test_bf16_autocast_trains_close_to_fp32(cache_dir: Path) -> None:
 
 
 # fp16 autocast is slow on a CPU: a slow test, bf16 keeps the path in the unit tier
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", pytest.param("fp16", marks=pytest.mark.slow)])
 def test_resume_is_exact_with_precision_set(tmp_path: Path, cache_dir: Path, precision: str) -> None:
     cfg = tiny(cache_dir, epochs=2, tfr=0.5, precision=precision, device="cpu")

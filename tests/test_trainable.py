@@ -46,6 +46,7 @@ def test_trial_config_and_threads_outside_tune() -> None:
     assert cfg.train.threads == 1 and cfg.model.F_dim == 16
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_restarts_the_trial_from_scratch(tmp_path: Path, cache_dir: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     # train_cvae, the usual entry, takes its checkpoint from tune.get_checkpoint(),
