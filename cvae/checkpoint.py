@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cvae.config import Config
 
 log = logging.getLogger(__name__)
@@ -54,6 +52,8 @@ def save_checkpoint(directory: Path, state: dict[str, Any], cfg: Config, frames:
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    import torch  # here, not at the top: `cvae-study status` reads folders through this module
+
     torch.save(state, tmp / STATE_FILE)
     (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
     if frames is not None:
@@ -86,6 +86,8 @@ def verify_checkpoint(directory: str | Path) -> None:
 def load_checkpoint(directory: str | Path) -> dict[str, Any]:
     """Verified state of a checkpoint directory (tensors and plain data only: weights_only=True)."""
     verify_checkpoint(directory)
+    import torch
+
     return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
 
 

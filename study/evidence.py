@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import polars as pl
-from scipy import stats
 
 from study.analyze import StudyInfo
 from study.compare import (ALPHA, MARGIN_DB, Equivalence, Test, finite_values as _finite, needs_text, p_text,
@@ -241,6 +240,8 @@ def equality_claim(a: Sequence[float], b: Sequence[float], a_name: str, b_name: 
     if max(xa) == min(xa) and max(xb) == min(xb):
         low, high = t.low, t.high
     else:  # the interval TOST at alpha checks against the margin: the (1 - 2 alpha) one
+        from scipy import stats  # here, as study.compare does: `cvae-study status` imports this module
+
         ci = stats.ttest_ind(xa, xb, equal_var=False).confidence_interval(1 - 2 * alpha)
         low, high = float(ci.low), float(ci.high)
     words = (f"{a_name} vs {b_name}: {t.diff:+.2f} dB, {100 * (1 - 2 * alpha):.3g}% CI [{low:+.2f}, {high:+.2f}] dB, "

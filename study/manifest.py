@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from cvae.config import DataConfig
-from cvae.data import DatasetError, dataset_root
 from study.place import MANIFEST, Place
 from study.spec import StudySpec
 
@@ -165,6 +164,8 @@ def fingerprint(cfg: DataConfig, root: Path | None = None) -> DatasetPrint:
     and mtimes, not contents: cheap on the lab's ~25k frames, and a copy without preserved mtimes
     counts as a change, which is the safe side."""
     if root is None:
+        from cvae.data import DatasetError, dataset_root  # here: `cvae-study status` imports this module, not torch
+
         try:
             root = dataset_root(cfg)
         except DatasetError:  # a folder that has gone fingerprints as empty, under the path it had
@@ -194,7 +195,7 @@ def fingerprint(cfg: DataConfig, root: Path | None = None) -> DatasetPrint:
 def data_statistics(cfg: DataConfig) -> list[dict[str, Any]]:
     """cvae.stats' rows of the validation video the study validates on (as loaded: its frame size and
     validation length); [] when it cannot be loaded (the fingerprint still says which data it was)."""
-    from cvae.data import load_dataset
+    from cvae.data import DatasetError, load_dataset
     from cvae.stats import video_rows
 
     try:
