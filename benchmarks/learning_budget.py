@@ -9,10 +9,11 @@ Trains the config once per seed (1 thread unless --threads), validating every ep
 do, and prints one JSON line per budget (the epochs in --at, default about five points up to the
 last), each a point of the learning curve:
 
-    {"config": ..., "seed": ..., "epoch": ..., "steps": ..., "cpu_s": ..., "val_psnr": ...,
+    {"config": ..., "seed": ..., "epoch": ..., "budget": ..., "steps": ..., "cpu_s": ..., "val_psnr": ...,
      "val_psnr_hold": ..., "gain_db": val_psnr - val_psnr_hold, "val_psnr_step": ...,
      "val_psnr_step_hold": ..., "db_per_cpu_min": gain_db / (cpu_s / 60)}
 
+budget is the run's epoch count (its schedule's length); a point with epoch == budget is a run's end.
 cpu_s is the process CPU time spent so far, training and validation both (what a study's trial
 pays). A budget is the epoch count of one run with the config's own schedules; to ask "what if the
 run were shorter", pass --set train.epochs=N (and milestones to match), not a point of a longer run.
@@ -99,7 +100,7 @@ def curve(name: str, cfg: Config, seed: int, at: list[int]) -> list[dict[str, An
             return
         cpu_s = time.process_time() - start
         gain = m.get("val/psnr", math.nan) - m.get("val/psnr_hold", math.nan)
-        point = {"config": name, "seed": seed, "epoch": m["epoch"] + 1, "steps": steps, "cpu_s": round(cpu_s, 1),
+        point = {"config": name, "seed": seed, "epoch": m["epoch"] + 1, "budget": cfg.train.epochs, "steps": steps, "cpu_s": round(cpu_s, 1),
                  "val_psnr": round(m.get("val/psnr", math.nan), 3), "val_psnr_hold": round(m.get("val/psnr_hold", math.nan), 3),
                  "gain_db": round(gain, 3), "val_psnr_step": round(m.get("val/psnr_step", math.nan), 3),
                  "val_psnr_step_hold": round(m.get("val/psnr_step_hold", math.nan), 3),
@@ -145,16 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     for run_cfg, at in plan:
         runs = [curve(name, run_cfg, seed, at) for seed in seeds]
         if len(seeds) > 1:
-            _means(name, seeds, at, runs)
+            _means(name, seeds, at, runs, run_cfg.train.epochs)
     return 0
 
 
-def _means(name: str, seeds: list[int], at: list[int], runs: list[list[dict[str, Any]]]) -> None:
+def _means(name: str, seeds: list[int], at: list[int], runs: list[list[dict[str, Any]]], budget: int) -> None:
     """One line per budget: the mean and sd of gain_db over the seeds."""
     for i, epoch in enumerate(at):
         gains = [r[i]["gain_db"] for r in runs if i < len(r)]
         cpu = [r[i]["cpu_s"] for r in runs if i < len(r)]
-        print(json.dumps({"config": name, "seeds": seeds, "epoch": epoch, "cpu_s": round(statistics.mean(cpu), 1),
+        print(json.dumps({"config": name, "seeds": seeds, "epoch": epoch, "budget": budget, "cpu_s": round(statistics.mean(cpu), 1),
                           "gain_db_mean": round(statistics.mean(gains), 3),
                           "gain_db_sd": round(statistics.stdev(gains), 3) if len(gains) > 1 else None}), flush=True)
 

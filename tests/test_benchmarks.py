@@ -172,3 +172,25 @@ def test_study_margin_gives_each_settings_margin_over_the_floor(tmp_path: Path, 
     assert line["trials"] == 6 and line["cpu_s"] > 0 and line["gpu_s"] > 0
     assert line["db_per_gpu_min"] == pytest.approx(2.0 / (line["gpu_s"] / 60), rel=1e-2)
     assert line["db_per_cpu_min"] == pytest.approx(2.0 / (line["cpu_s"] / 60), rel=1e-2)
+
+
+# --- benchmarks/frontier_plot.py: learning_budget's frontier as a figure --------------------------
+
+def test_frontier_plot_draws_each_runs_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def line(epoch: int, budget: int | None, cpu: float, gain: float, sd: float | None = 0.5) -> str:
+        x = {"epoch": epoch, "cpu_s": cpu, "gain_db_mean": gain, "gain_db_sd": sd, "seeds": [0, 1]}
+        return json.dumps(x if budget is None else {**x, "budget": budget})
+
+    frontier = tmp_path / "frontier.jsonl"  # learning_budget --epochs 10,20: each budget its own run
+    frontier.write_text("\n".join([line(5, 10, 30, -3.0), line(10, 10, 60, 1.0), line(20, 20, 120, 4.0)]) + "\n")
+    old = tmp_path / "old.jsonl"  # one run's points before "budget" was printed: its last epoch is its end
+    old.write_text("\n".join([line(20, None, 100, -1.0), line(40, None, 200, 2.5, None)]) + "\n")
+    out = tmp_path / "f.html"
+    plot = benchmark("frontier_plot")
+    assert plot.main(["--out", str(out), f"a={frontier}", f"b={old}"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["curves"] == {"a": [[10, 1.0, 1.0], [20, 2.0, 4.0]], "b": [[40, 3.33, 2.5]]}
+    html = out.read_text()
+    assert "plotly" in html and "floor: repeat frame 0" in html and "CPU-minutes" in html
+    assert plot.main(["--out", str(out), "no-files"]) == 2
+    assert "LABEL=FILE" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def chromium() -> str | None:
 
 
 @contextlib.contextmanager
-def _browser_path(path: str | None) -> Iterator[None]:
+def browser_path(path: str | None) -> Iterator[None]:
     # plotly's write_images takes no browser argument; choreographer reads BROWSER_PATH when it
     # searches for one, so it is set for the export only and the caller's environment is left as it was.
     old = os.environ.get("BROWSER_PATH")
@@ -113,7 +113,7 @@ def write_figures(ctx: Ctx, out_dir: str | Path) -> Export:
     browser = chromium()
     if jobs:
         try:
-            with _browser_path(browser):
+            with browser_path(browser):
                 # one browser for every image: kaleido's start-up costs about a second, each image far less
                 pio.write_images([f for f, _, _ in jobs], [p for _, p, _ in jobs], format=[m for _, _, m in jobs],
                                  width=WIDTH, height=[int(f.layout.height) for f, _, _ in jobs],
