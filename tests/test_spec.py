@@ -115,7 +115,7 @@ def test_the_lablike_study_asks_the_tfr_question_on_the_lab_style_stand_in() -> 
     assert a.data.synthetic_style == "lab" and a.data.root is None and b.data.synthetic_style == "bold"
     assert a.model == b.model and (a.data.frame_H, a.data.frame_W, a.data.val_video_len) == (16, 32, 150)
     assert lablike.space == cpu.space and lablike.seeds == (0, 1, 2)  # the same question, 3 seeds as measured
-    assert (a.train.epochs, a.train.milestones) == (10, (8,))  # the frontier's smallest budget over +1 dB
+    assert (a.train.epochs, a.train.milestones) == (b.train.epochs, b.train.milestones) == (20, (16,))  # the CPU size
 
 
 def test_the_gpu_check_study_is_the_lab_tfr_study_cut_short() -> None:
