@@ -79,9 +79,8 @@ def budgets(epochs: int, at: str | None) -> list[int]:
 
 def scaled(cfg: Config, epochs: int) -> Config:
     """The config as an `epochs`-epoch run: its milestones scaled by epochs / its own epoch count."""
-    e0 = cfg.train.epochs
-    milestones = sorted({max(1, round(m * epochs / e0)) for m in cfg.train.milestones if round(m * epochs / e0) < epochs})
-    return cfg.replace(train={"epochs": epochs, "milestones": tuple(milestones)})
+    at = {max(1, round(m * epochs / cfg.train.epochs)) for m in cfg.train.milestones}
+    return cfg.replace(train={"epochs": epochs, "milestones": tuple(sorted(m for m in at if m < epochs))})
 
 
 def curve(name: str, cfg: Config, seed: int, at: list[int]) -> list[dict[str, Any]]:

@@ -112,14 +112,13 @@ def fixed_scores(study_dir: Path) -> tuple[dict[str, dict[int, float | None]], l
     """setting -> seed -> score of a finished study, its common seeds, its StudyInfo and THE
     ranking's leader; Refused unless every configuration ran the same seeds."""
     from study.analyze import read_study
-    from study.evidence import race_arms_of
-    from study.tables import load_tables, ranking, winner
+    from study.tables import load_tables, ranking, trial_arms, winner
 
     if not study_dir.is_dir():
         raise Refused(f"{study_dir}: no such study results dir (`--run` runs the fixed kl study)")
     info = read_study(study_dir)
     tables = load_tables(study_dir)
-    arms = race_arms_of(tables)
+    arms = trial_arms(tables.trials)
     if not arms:
         raise Refused(f"{study_dir}: no ended trials to replay")
     seed_sets = {s: sorted(sc) for s, sc in arms.items()}

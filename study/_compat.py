@@ -75,7 +75,6 @@ def searcher_study(exp_dir: str | Path) -> Any:
     return searcher._ot_study
 
 
-__all__ = ["EXPERIMENT_STATE_GLOB", "SEARCHER_STATE_GLOB", "TUNER_STATE", "restorable", "searcher_study", "trial_states"]
 
 
 def tpe_options(sampler: Any) -> dict[str, Any]:
@@ -88,3 +87,7 @@ def tpe_options(sampler: Any) -> dict[str, Any]:
 def asha_max_t(scheduler: Any) -> int:
     """The max_t an ASHAScheduler was built with (the epochs after which every trial stops)."""
     return int(scheduler._max_t)
+
+
+__all__ = ["EXPERIMENT_STATE_GLOB", "SEARCHER_STATE_GLOB", "TUNER_STATE", "asha_max_t", "restorable", "searcher_study",
+           "tpe_options", "trial_states"]

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from ray.tune import ProgressReporter
 
 from study.logs import verbose_choice
-from study.progress import Best, Progress, best_so_far, epochs_reported, live_progress, race_so_far
+from study.progress import Best, Progress, best_so_far, epochs_reported, live_progress
 from study.race import summary_text
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,9 @@ class StudyConsole(ProgressReporter):
             try:
                 self._best, tables = best_so_far(self.exp_dir, self._study())
                 if self.race:
-                    self._race = summary_text(race_so_far(tables, self._study()) or [])
+                    from study.evidence import race_standings
+
+                    self._race = summary_text(race_standings(tables, self._study(), needed=False) or [])
                 if now - self._changed_at >= SYNC_LAG_S:
                     self._best_key = key
             except Exception as e:  # noqa: BLE001 - a console line never breaks a study

@@ -65,25 +65,20 @@ def compare(trials: pl.DataFrame, a: str, b: str, unit: str = " dB", alpha: floa
 
 
 # -- the seed race ----------------------------------------------------------------------------------
-def race_arms_of(tables: Tables) -> dict[str, dict[int, float | None]]:
-    """setting -> seed -> score of the study's ended trials (study.race's arms; running ones left out)."""
-    return trial_arms(tables.trials)
-
-
 def race_standings(tables: Tables, info: StudyInfo, needed: bool = True) -> list[Standing] | None:
     """Each configuration's standing in the study's seed race (study.race.standings), leader first;
     None when the study's seeds are a fixed list. Recomputed from results/ every time."""
     rule = info.race_rule
     if rule is None:
         return None
-    return standings(race_arms_of(tables), rule, info.race_top, needed=needed)
+    return standings(trial_arms(tables.trials), rule, info.race_top, needed=needed)
 
 
 def race_over(tables: Tables, info: StudyInfo, table: Sequence[Standing] | None = None) -> bool:
     """True when the study's race gives no configuration another seed (always, without a race);
     `table`: its standings, when the caller has them already (race_standings)."""
     rule = info.race_rule
-    return rule is None or not next_round(race_arms_of(tables), rule, info.race_top, table)
+    return rule is None or not next_round(trial_arms(tables.trials), rule, info.race_top, table)
 
 
 def race_text(st: Standing, rule: RaceRule) -> str:
@@ -368,6 +363,6 @@ def claims_table(rows: Sequence[Claim]) -> pl.DataFrame:
                                 "status": pl.String})
 
 
-__all__ = ["race_arms_of", "race_over", "race_standings", "race_text", "ALPHA", "CLAIM_STATUSES", "claim_margin", "MARGIN_DB", "Claim", "Equivalence", "Test", "equality_claim", "needs_text", "seeds_needed",
+__all__ = ["race_over", "race_standings", "race_text", "ALPHA", "CLAIM_STATUSES", "claim_margin", "MARGIN_DB", "Claim", "Equivalence", "Test", "equality_claim", "needs_text", "seeds_needed",
            "tost", "any_learned", "claims", "claims_table", "compare", "learned_settings",
            "budget_advice", "learning", "learning_sentence", "p_text", "scored", "step_diagnosis", "trial_scores", "welch"]

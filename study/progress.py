@@ -44,14 +44,6 @@ class Best:
         return f"best {self.setting}: {metric} {self.value:.2f}{seeds}{margin}"
 
 
-def race_so_far(tables: Any, info: Any, needed: bool = False) -> list[Any] | None:
-    """The seed race's standings from the study's tables and its StudyInfo
-    (study.evidence.race_standings), None without a race."""
-    from study.evidence import race_standings
-
-    return race_standings(tables, info, needed=needed)
-
-
 def best_so_far(exp_dir: str | Path, info: Any = None) -> tuple[Best | None, Any]:
     """The ranking's best setting from the study's files, and the tables it came from (`info`: the
     study's StudyInfo, read from exp_dir when not given)."""
@@ -164,7 +156,9 @@ def snapshot(exp_dir: str | Path, state: State | None = None) -> tuple[State, Pr
     p = Progress(total=max(total, t.height), best=best, counts=counts, upto=bool(spec and spec.race), info=info)
     if state == State.FINISHED:  # a finished race ran what it needed: nothing is pending
         p.total, p.upto = t.height, False
-    p.standings = race_so_far(tables, info, needed=True)
+    from study.evidence import race_standings
+
+    p.standings = race_standings(tables, info, needed=True)
     if p.standings is not None:
         from study.race import summary_text
 
@@ -202,4 +196,4 @@ def _started(exp_dir: Path) -> float | None:
     return min(starts) if starts else None
 
 
-__all__ = ["Best", "Progress", "best_so_far", "race_so_far", "epochs_reported", "fmt_s", "live_progress", "snapshot"]
+__all__ = ["Best", "Progress", "best_so_far", "epochs_reported", "fmt_s", "live_progress", "snapshot"]

@@ -99,7 +99,8 @@ def test_status_of_a_finished_study(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.slow
 def test_status_and_the_progress_line_of_a_seed_race(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fake_results import write_scores_study
-    from study.evidence import race_arms_of, race_text
+    from study.evidence import race_text
+    from study.tables import trial_arms
     from study.race import standings, summary_text
 
     scores = {"None": [33.0, 33.4, 32.9, 33.2], "Monotonic": [32.8, 33.5, 33.1, 32.7], "Cyclical": [20.0, 20.3]}
@@ -109,7 +110,7 @@ def test_status_and_the_progress_line_of_a_seed_race(tmp_path: Path, capsys: pyt
     (exp / "tuner.pkl").write_bytes(b"")
     info = read_study(exp)
     assert info.race_rule is not None
-    expected = standings(race_arms_of(analyze(exp)), info.race_rule, needed=True)
+    expected = standings(trial_arms(analyze(exp).trials), info.race_rule, needed=True)
     state, p = snapshot(exp)  # finished: the race ran what it needed, nothing is pending
     assert state == "finished" and not p.upto and p.total == 10 and p.pending == 0
     assert p.race == summary_text(expected) and summary_text(expected) in p.line("val/psnr")

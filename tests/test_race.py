@@ -273,7 +273,8 @@ def test_a_race_state_survives_a_restart_between_rounds(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_smoke_race_killed_mid_race_resumes_with_no_trial_lost_or_run_twice(tmp_path: Path, cache_dir: Path) -> None:
     from study.analyze import read_study
-    from study.evidence import race_arms_of, race_standings
+    from study.evidence import race_standings
+    from study.tables import trial_arms
     from study.tables import analyze
     from study_helpers import kill_session, result_rows, run_cli, start_cli, study_cmd, trial_dirs, wait_for, write_study
 
@@ -304,7 +305,7 @@ def test_a_smoke_race_killed_mid_race_resumes_with_no_trial_lost_or_run_twice(tm
     seeds = tables.trials.group_by("setting").agg(pl.col("seed").sort()).rows()
     assert all(s == list(range(len(s))) for _, s in seeds), seeds  # seeds 0.. in order, none twice
     # what the rule gives on the recorded scores: the race is over, and replaying it uses these trials
-    arms = race_arms_of(tables)
+    arms = trial_arms(tables.trials)
     assert next_round(arms, spec.race_rule) == []
     counts, _, _ = replay({k: [v[s] for s in sorted(v)] for k, v in arms.items()}, spec.race_rule)
     assert counts == {k: len(v) for k, v in arms.items()}

@@ -11,8 +11,7 @@ import plotly.graph_objects as go
 import polars as pl
 from scipy import stats
 
-from study.evidence import race_arms_of
-from study.tables import fmt_value
+from study.tables import fmt_value, trial_arms
 from study.report.common import (FLOOR_LABEL, HEIGHT, PALETTE, Ctx, Figure, esc, floor_line, floor_of, guard, int_ticks, note,
                                  unit_of)
 
@@ -132,7 +131,7 @@ def _fig_race(ctx: Ctx) -> Figure | str | None:
     t-interval of that mean, k = 1..n in seed order; the legend gives its final state (study.race)."""
     if ctx.race is None:
         return "the study's seeds are a fixed list ([study] seeds = [...]): no seed race"
-    arms = race_arms_of(ctx.tables)
+    arms = trial_arms(ctx.tables.trials)
     if not arms:
         return None
     metric, unit = ctx.info.metric, unit_of(ctx.info.metric)
