@@ -34,14 +34,18 @@ demo: $(STAMP)
 demo-fresh: $(STAMP)
 	$(PY) -m study.run $(DEMO_STUDY) --fresh
 
+# Tests run on up to 4 workers (2 on a 2-core machine); the tests that share a study, a cluster or a
+# heavy fixture run on one of them (conftest.py's SHARED_FIXTURES), so each is still built once.
+XDIST := -n auto --maxprocesses=4 --dist loadgroup
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not ray and not cluster and not browser"
 
 test-cluster: $(STAMP)
-	$(PY) -m pytest -m cluster
+	$(PY) -m pytest $(XDIST) -m cluster
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py

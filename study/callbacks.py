@@ -7,7 +7,6 @@ The report callback belongs to running a study (study.run adds it to the Tuner),
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import subprocess
@@ -33,11 +32,14 @@ class ReportCallback(Callback):
 
     The rebuild runs as a background `python -m study.report` (niced), so Tune's loop never waits
     for it: one build at a time, at most one start per `min_interval_s` (a build costs a few CPU
-    seconds that running trials would otherwise get), and one more if a trial ended meanwhile. It is
-    polled on every Tune step. When the experiment ends the running build is waited for and a
+    seconds that running trials would otherwise get), and one more if a trial ended meanwhile. The
+    run's start counts as a build: a study shorter than the interval builds no background report at
+    all (in a 40 s smoke study one would cost ~7 CPU-s, an eighth of the study), only the final one.
+    It is polled on every Tune step. When the experiment ends, a running build is stopped and a
     pending one dropped: `study.run` builds the final report right after (with finished.json in
-    place). `background=False` builds inline, every time. Picklable (Tune saves its callbacks with
-    the experiment); after a restore it follows the study folder to where Tune's trials now are.
+    place), and the page a stopped build was writing is never half-written (page.write is atomic).
+    `background=False` builds inline, every time. Picklable (Tune saves its callbacks with the
+    experiment); after a restore it follows the study folder to where Tune's trials now are.
     Every failure is logged, never raised: a report must never break a study.
     """
 
@@ -47,7 +49,7 @@ class ReportCallback(Callback):
         self.min_interval_s = min_interval_s
         self._proc: Any = None  # the running build: (Popen, its stderr file, why)
         self._pending: str | None = None
-        self._last_start = -math.inf
+        self._last_start = time.monotonic()  # the run's start: the first build waits min_interval_s
 
     def __getstate__(self) -> dict[str, Any]:
         return {"study_dir": self.study_dir, "background": self.background, "min_interval_s": self.min_interval_s}
@@ -120,11 +122,25 @@ class ReportCallback(Callback):
         deadline = time.monotonic() + timeout
         while self._proc is not None or self._pending is not None:
             if time.monotonic() > deadline:
-                self._pending = None
                 if self._proc is not None:
-                    self._proc[0].kill()
+                    log.error("the report build of %s ran past %g s and was stopped (the study goes on)",
+                              self.study_dir, timeout)
+                self.stop()
             self._poll(force=True)
             time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the running build, if any (its half-written page goes with it), and drop the pending one."""
+        self._pending = None
+        if self._proc is None:
+            return
+        proc, err, _ = self._proc
+        self._proc = None
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        err.close()
+        Path(self.study_dir, f".{REPORT}.{proc.pid}.tmp").unlink(missing_ok=True)
 
     def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
         self._follow(trial)
@@ -138,7 +154,7 @@ class ReportCallback(Callback):
         self._poll()
 
     def on_experiment_end(self, trials: Any = None, **info: Any) -> None:
-        self.wait(pending=False)
+        self.stop()  # study.run builds the final report next: a build of older results is moot
 
 
 class TimeBudget(Callback):

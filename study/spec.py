@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Collection, Literal, Mapping, Sequence, get_args
 
 from cvae.config import (SECTIONS, Config, ConfigError, ConfigFile, TrainConfig, build_table, check_keys, check_tables,
-                         did_you_mean, field_types, read_config_file, smoke_config)
+                         did_you_mean, read_config_file, smoke_config)
 from cvae.metrics import METRIC_NAMES
 from study.compare import ALPHA, MARGIN_DB
 from study.keys import CPU_S

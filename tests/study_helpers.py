@@ -101,6 +101,7 @@ def start_cli(cmd: list[str], cwd: Path, cache: Path, log: Path) -> subprocess.P
 
 
 def session_pids(sid: int) -> list[int]:
+    """The live processes of session `sid` (a zombie is dead already: only its parent's wait is missing)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -110,7 +111,7 @@ def session_pids(sid: int) -> list[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[-1].split()  # after "pid (comm)": state ppid pgrp session ...
-        if len(fields) > 3 and int(fields[3]) == sid:
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
             pids.append(int(entry.name))
     return pids
 
@@ -301,6 +302,8 @@ def stop_sessions(procs: list[subprocess.Popen[bytes]]) -> list[int]:
                     os.kill(pid, sig)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and any(session_pids(p.pid) for p in procs):
+            for p in procs:
+                p.poll()  # reap the ones that ended
             time.sleep(0.3)
         for p in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):

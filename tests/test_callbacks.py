@@ -55,12 +55,20 @@ def _step_until_said(cb: ReportCallback, capsys: pytest.CaptureFixture[str], tim
 @pytest.mark.slow  # starts report builds as subprocesses
 def test_report_callback_builds_in_the_background(fake: Path, caplog: pytest.LogCaptureFixture,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """The default: a trial's end starts `python -m study.report` and returns at once; ends while it
-    runs are coalesced into one more build, started no sooner than min_interval_s after the last."""
+    """The default: the run's start counts as a build, so a trial's end within min_interval_s of it
+    only leaves a build pending; past the interval a trial's end starts `python -m study.report` and
+    returns at once; ends while it runs are coalesced into one more build, started no sooner than
+    min_interval_s after the last; the experiment's end stops a running build."""
     cb = pickle.loads(pickle.dumps(ReportCallback(fake, min_interval_s=3600)))  # as Tune restores it
     report = Path(cb.study_dir) / "report.html"
     assert cb.background and cb.min_interval_s == 3600
+    cb.on_trial_complete(iteration=1, trials=[], trial="t0")
+    for _ in range(5):  # within the interval of the run's start: nothing starts on the next steps
+        cb.on_step_end(iteration=1, trials=[])
+    assert capsys.readouterr().out == "" and not report.exists()
+    cb.min_interval_s = 0  # the interval has passed
     cb.on_trial_complete(iteration=1, trials=[], trial="t1")
+    cb.min_interval_s = 3600
     assert not report.exists()  # still building (a new interpreter, seconds): the Tune loop did not wait
     cb.on_trial_complete(iteration=2, trials=[], trial="t2")
     cb.on_trial_error(iteration=3, trials=[], trial="t3")
@@ -82,6 +90,13 @@ def test_report_callback_builds_in_the_background(fake: Path, caplog: pytest.Log
     cb.on_experiment_end(trials=[])  # study.run builds the final report itself: pending dropped
     cb.wait(timeout=1)
     assert "t5" not in capsys.readouterr().out and report.stat().st_mtime_ns == built
+
+    cb.min_interval_s = 0
+    cb.on_trial_complete(iteration=6, trials=[], trial="t6")  # a build starts ...
+    cb.on_experiment_end(trials=[])  # ... and is stopped: its results are older than the final build's
+    cb.wait(timeout=1)
+    assert "t6" not in capsys.readouterr().out and report.stat().st_mtime_ns == built
+    assert sorted(p.name for p in report.parent.glob(".report.html.*")) == []  # no half-written page left
 
     broken = ReportCallback(fake / "missing", min_interval_s=0)
     with caplog.at_level(logging.ERROR, logger="study.callbacks"):

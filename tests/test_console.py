@@ -1,6 +1,6 @@
 """The study's console (study.console) and `cvae-study` (study.cli): the progress line from Tune's
-trials, the same figures from results/ alone for `status`, and (marked ray) a real study watched
-while it runs, after it is killed and after it finished."""
+trials, the same figures from results/ alone for `status`. A real study watched while it runs, after
+it is killed and after it finished is test_run.py's killed-study test (one Ray study for both)."""
 from __future__ import annotations
 
 import os
@@ -25,8 +25,7 @@ from study.console import StudyConsole
 from study.progress import fmt_s, live_progress, snapshot
 from study.driver import STALE_S, DriverLock, Mark, study_state
 from study.place import Place
-from study_helpers import (ROOT, kill_session, run_cli, start_cli, study_cmd, tail, wait_for_first_checkpoint,
-                           write_study)
+from study_helpers import ROOT
 
 
 def _trial(status: str, epochs: int, epoch_s: float = 2.0) -> SimpleNamespace:
@@ -172,39 +171,3 @@ def test_cli_help_forwards_run_and_report() -> None:
                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
         assert r.returncode == 0 and prog in r.stdout
     assert "--verbose" in r.stdout or cmd == "report"
-
-
-def _status(exp: Path, cwd: Path, cache: Path) -> str:
-    r = run_cli([sys.executable, "-m", "study.cli", "status", str(exp)], cwd, cache, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r.stdout
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_quiet_console_and_status_running_killed_finished(tmp_path: Path, cache_dir: Path) -> None:
-    study = write_study(tmp_path / "watch.toml", study={"name": "watch", "num_samples": 3}, train={"epochs": 4})
-    exp = tmp_path / "results" / "watch"
-    log = tmp_path / "first.log"
-    proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
-    try:
-        wait_for_first_checkpoint(exp, proc, log)
-        running = _status(exp, tmp_path, cache_dir)
-        assert f"{exp}: running" in running and "ETA" in running, running
-    finally:
-        kill_session(proc)
-    first = log.read_text(errors="replace")
-    assert "plan: 12 trial-epochs (3 trials x 4 epochs)" in first
-    assert re.search(r"\[trial \w+\] epoch 0 val/psnr", first)
-    assert re.search(r"\d/3 trials done, \d running, \d pending \| best", first), tail(log)
-    for noise in ("== Status ==", "repeated", "Checkpoint successfully created"):
-        assert noise not in first, f"{noise!r} in the quiet console:\n{first[-3000:]}"
-    assert (exp / "driver.json").is_file()  # SIGKILL: the mark stays, its pid is gone
-    assert f"{exp}: interrupted" in _status(exp, tmp_path, cache_dir)
-
-    r = run_cli(study_cmd(study, "--verbose"), tmp_path, cache_dir)
-    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
-    assert "resuming the unfinished study" in r.stdout and "== Status ==" in r.stdout
-    assert not (exp / "driver.json").exists()
-    done = _status(exp, tmp_path, cache_dir)
-    assert f"{exp}: finished" in done and "3 of 3 ended" in done and "over the floor" in done

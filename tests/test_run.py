@@ -1,6 +1,7 @@
 """`python -m study.run` (study.run): bad input refused before Ray, results refused to be overwritten,
 how many trials fit the cluster, and (marked ray) real studies end to end: results on disk, resume
-after SIGKILL, a crashed trial retried, --fresh, --smoke-test, a diverged trial, the dashboard's token
+after SIGKILL (watched by the console and `cvae-study status` as it runs, is killed and ends), a
+crashed trial retried, --fresh, --smoke-test, a diverged trial, the dashboard's token
 and GPUs Ray is told of."""
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import types
 import urllib.error
@@ -240,9 +242,18 @@ def test_finished_study_refused_then_fresh_moves_it_aside(smoke_study: StudyRun,
     assert "moved the old results aside" in r.stdout
 
 
+def _status(exp: Path, cwd: Path, cache: Path) -> str:
+    r = run_cli([sys.executable, "-m", "study.cli", "status", str(exp)], cwd, cache, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path, cache_dir: Path) -> None:
+    """SIGKILL of the driver once a checkpoint is on disk, then the same command: no trial lost or
+    rerun. Along the way, what a user watching sees: the quiet console, and `cvae-study status` of
+    the study running, killed (interrupted) and finished (the --verbose rerun shows Tune's table)."""
     study = write_study(tmp_path / "resume.toml", study={"name": "resume", "num_samples": 4}, train={"epochs": 4})
     spec = load_spec(study)
     exp = tmp_path / "results" / "resume"
@@ -250,16 +261,27 @@ def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path,
     proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
     try:
         wait_for_first_checkpoint(exp, proc, log)
+        running = _status(exp, tmp_path, cache_dir)
+        assert f"{exp}: running" in running and "ETA" in running, running
     finally:
         kill_session(proc)
     statuses = trial_statuses(exp)
     assert len(statuses) < spec.num_trials or set(statuses.values()) != {"TERMINATED"}, "killed too late"
     done_before = {t.name: (t / "result.json").read_bytes() for t in trial_dirs(exp)
                    if statuses.get(result_rows(t)[-1]["trial_id"] if result_rows(t) else "") == "TERMINATED"}
+    first = log.read_text(errors="replace")
+    assert "plan: 16 trial-epochs (4 trials x 4 epochs)" in first
+    assert re.search(r"\[trial \w+\] epoch 0 val/psnr", first)
+    assert re.search(r"\d/4 trials done, \d running, \d pending \| best", first), tail(log)
+    for noise in ("== Status ==", "repeated", "Checkpoint successfully created"):
+        assert noise not in first, f"{noise!r} in the quiet console:\n{first[-3000:]}"
+    assert (exp / "driver.json").is_file()  # SIGKILL: the mark stays, its pid is gone
+    assert f"{exp}: interrupted" in _status(exp, tmp_path, cache_dir)
 
-    r = run_cli(study_cmd(study), tmp_path, cache_dir)
+    r = run_cli(study_cmd(study, "--verbose"), tmp_path, cache_dir)
     assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
-    assert "resuming the unfinished study" in r.stdout
+    assert "resuming the unfinished study" in r.stdout and "== Status ==" in r.stdout
+    assert not (exp / "driver.json").exists()
     trials = trial_dirs(exp)
     assert len(trials) == spec.num_trials
     for trial in trials:
@@ -270,6 +292,8 @@ def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path,
     assert (exp / "finished.json").exists() and (exp / "best.toml").exists()
     study_db = optuna.load_study(study_name="resume", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study_db.trials) == spec.num_trials
+    done = _status(exp, tmp_path, cache_dir)
+    assert f"{exp}: finished" in done and "4 of 4 ended" in done and "over the floor" in done
 
 
 @pytest.mark.ray

@@ -93,7 +93,9 @@ def test_grid_keeps_its_queue_and_refuses_a_warm_start(tmp_path: Path) -> None:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_time_budget_ends_the_study_and_a_rerun_resumes_it(tmp_path: Path, cache_dir: Path) -> None:
-    study = write_study(tmp_path / "budget.toml", study={"name": "budget", "num_samples": 4, "max_concurrent": 1,
+    # 2 trials one after the other, ~24 s of work here: more than the 15 s budget, and a rerun's
+    # budget (with its new trial process) holds the rest, so it ends in 2 runs on this machine
+    study = write_study(tmp_path / "budget.toml", study={"name": "budget", "num_samples": 2, "max_concurrent": 1,
                                                           "time_budget_s": 15},
                         train={"epochs": 4}, search={"sampler": "random", "points_to_evaluate": [{"tfr": 0.25}]})
     exp = tmp_path / "results" / "budget"
@@ -102,7 +104,7 @@ def test_time_budget_ends_the_study_and_a_rerun_resumes_it(tmp_path: Path, cache
     assert "time budget of 15 s reached" in r.stdout and "run the same command again" in r.stdout
     # The budget ended it before every trial ran to its end (how many had started depends on the machine's speed).
     ended = [d for d in trial_dirs(exp) if (rows := result_rows(d)) and rows[-1]["epoch"] == 3]
-    assert not (exp / "finished.json").exists() and len(ended) < 4
+    assert not (exp / "finished.json").exists() and len(ended) < 2
     # Each rerun has the whole budget again and goes on from the trials' checkpoints: it ends when the
     # work is done, however slow the machine. Judged by work, not seconds: a rerun must add epochs.
     stuck = 0
@@ -114,7 +116,7 @@ def test_time_budget_ends_the_study_and_a_rerun_resumes_it(tmp_path: Path, cache
         assert stuck < 3, f"three reruns in a row added no epoch:\n{r.stdout[-3000:]}"
     assert r.returncode == 0 and (exp / "finished.json").exists(), r.stdout[-3000:]
     trials = sorted(trial_dirs(exp), key=lambda d: result_rows(d)[0]["timestamp"])
-    assert len(trials) == 4
+    assert len(trials) == 2
     for trial in trials:
         assert [row["epoch"] for row in result_rows(trial)][-1] == 3, trial.name  # every trial ran to its end
     assert json.loads((trials[0] / "params.json").read_text())["tfr"] == 0.25  # the warm start came first

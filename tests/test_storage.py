@@ -1,6 +1,6 @@
 """--storage as a URI (study/storage.py): a real S3-compatible server on loopback (moto's server,
 spoken to over HTTP by pyarrow's S3 client, as a user's S3/MinIO would be), the unit pieces against
-it, and a whole smoke study stored on it (marked ray)."""
+it, and a whole study stored on it, killed, resumed and rerun --fresh (marked ray)."""
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +17,6 @@ import pytest
 
 from study.place import state_of
 from study.run import main
-from study.spec import load_spec
 from study.storage import StorageError, is_uri, open_storage
 from study_helpers import SMOKE, kill_session, run_cli, start_cli, study_cmd, wait_for, write_study
 
@@ -160,62 +159,24 @@ def test_report_of_a_study_on_s3(s3_server: str, s3_env: dict[str, str], tmp_pat
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_study_on_s3(s3_server: str, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """smoke.toml with --storage s3://...: trials write their results and checkpoints to the bucket,
-    the driver mirrors them for best.toml and the report and uploads those; a rerun is refused,
-    --fresh moves the old study aside on the bucket."""
+def test_study_on_s3_killed_resumed_refused_and_fresh(s3_server: str, tmp_path: Path, cache_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study with --storage s3://...: trials write their results and checkpoints to the bucket.
+    SIGKILL the driver once a checkpoint is there; the same command resumes it from the bucket (a
+    new, empty mirror) and every trial ends with all its epochs; the driver mirrors the results for
+    best.toml and the report and uploads those; a rerun is refused, --fresh moves the old study aside
+    on the bucket. (One study for what were two tests, `test_study_on_s3` and `test_killed_study_on_s3_resumes`.)"""
     make_bucket(s3_server, "studies")
     for k, v in S3_ENV.items():
         monkeypatch.setenv(k, v)
+    epochs = 3
+    study = write_study(tmp_path / "s3.toml", study={"name": "s3", "num_samples": 3}, train={"epochs": epochs})
     uri = f"s3://studies/lab4?{s3_server}"
-    r = run_cli(study_cmd(SMOKE, "--storage", uri), tmp_path, cache_dir)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "results: s3://studies/lab4/smoke" in r.stdout
-
-    store = open_storage(uri)
-    names = store.names("smoke")
-    assert {"study.toml", "optuna.db", "best.toml", "report.html", "finished.json", "tuner.pkl"} <= names, names
-    trials = sorted(n for n in names if (store.names("smoke", n) or set()) >= {"params.json", "result.json"})
-    n_trials, epochs = load_spec(SMOKE).num_trials, load_spec(SMOKE).base_config().train.epochs
-    assert len(trials) == n_trials, names
-    for t in trials:
-        rows = [json.loads(x) for x in store.read_text("smoke", t, "result.json").splitlines() if x.strip()]
-        assert [row["epoch"] for row in rows] == list(range(epochs))  # every epoch, 0-based
-        assert any(n.startswith("checkpoint_") for n in store.names("smoke", t))
-    assert json.loads(store.read_text("smoke", "finished.json"))["trials"] == n_trials
-    assert "# Best checkpoint: s3://studies/lab4/smoke/" in store.read_text("smoke", "best.toml")
-
-    mirror = tmp_path / "results" / "s3" / "studies" / "lab4" / "smoke"
-    assert (mirror / "report.html").stat().st_size > 10_000
-    assert complete_optuna_trials(store, "smoke", tmp_path) == n_trials
-    assert (mirror / "best.toml").read_text() == store.read_text("smoke", "best.toml")
-
-    again = run_cli(study_cmd(SMOKE, "--storage", uri), tmp_path, cache_dir)
-    assert again.returncode == 2 and "s3://studies/lab4/smoke already holds a finished study" in again.stderr
-
-    fresh = run_cli(study_cmd(SMOKE, "--storage", uri, "--fresh"), tmp_path, cache_dir)
-    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
-    old = [n for n in store.names() if n.startswith("smoke.old-")]
-    assert len(old) == 1 and "finished.json" in store.names(old[0])
-    assert "finished.json" in store.names("smoke")
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_killed_study_on_s3_resumes(s3_server: str, tmp_path: Path, cache_dir: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """SIGKILL the driver of a URI study once a checkpoint is on the bucket; the same command resumes
-    it from the bucket (a new, empty mirror) and every trial ends with all its epochs."""
-    make_bucket(s3_server, "resume")
-    for k, v in S3_ENV.items():
-        monkeypatch.setenv(k, v)
-    study = write_study(tmp_path / "resume.toml", study={"name": "resume", "num_samples": 3}, train={"epochs": 4})
-    uri = f"s3://resume/runs?{s3_server}"
     store = open_storage(uri)
 
     def a_checkpoint_uploaded() -> bool:
-        names = store.names("resume") or set()
-        return any(any(n.startswith("checkpoint_") for n in (store.names("resume", t) or ()))
+        names = store.names("s3") or set()
+        return any(any(n.startswith("checkpoint_") for n in (store.names("s3", t) or ()))
                    for t in names if t.startswith("train_cvae_"))
 
     log = tmp_path / "first.log"
@@ -224,16 +185,33 @@ def test_killed_study_on_s3_resumes(s3_server: str, tmp_path: Path, cache_dir: P
         wait_for(a_checkpoint_uploaded, 240, "a checkpoint on the bucket", proc, log)
     finally:
         kill_session(proc)
-    assert "finished.json" not in (store.names("resume") or set())
+    assert "results: s3://studies/lab4/s3" in log.read_text(errors="replace")
+    assert "finished.json" not in (store.names("s3") or set()), "killed too late"
     shutil.rmtree(tmp_path / "results")  # the mirror is only a cache: the bucket is the record
 
     r = run_cli(study_cmd(study, "--storage", uri), tmp_path, cache_dir)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    assert "resuming the unfinished study in s3://resume/runs/resume" in r.stdout
-    names = store.names("resume")
+    assert "resuming the unfinished study in s3://studies/lab4/s3" in r.stdout
+    names = store.names("s3")
+    assert {"study.toml", "optuna.db", "best.toml", "report.html", "finished.json", "tuner.pkl"} <= names, names
     trials = [t for t in names if t.startswith("train_cvae_")]
-    assert len(trials) == 3 and "finished.json" in names
+    assert len(trials) == 3 and all((store.names("s3", t) or set()) >= {"params.json", "result.json"} for t in trials)
     for t in trials:
-        rows = [json.loads(x) for x in store.read_text("resume", t, "result.json").splitlines() if x.strip()]
-        assert sorted({row["epoch"] for row in rows}) == list(range(4)), t  # nothing lost
-    assert complete_optuna_trials(store, "resume", tmp_path) == 3  # exported from the resumed search
+        rows = [json.loads(x) for x in store.read_text("s3", t, "result.json").splitlines() if x.strip()]
+        assert sorted({row["epoch"] for row in rows}) == list(range(epochs)), t  # nothing lost, 0-based
+        assert any(n.startswith("checkpoint_") for n in store.names("s3", t))
+    assert json.loads(store.read_text("s3", "finished.json"))["trials"] == 3
+    assert complete_optuna_trials(store, "s3", tmp_path) == 3  # exported from the resumed search
+    assert "# Best checkpoint: s3://studies/lab4/s3/" in store.read_text("s3", "best.toml")
+    mirror = tmp_path / "results" / "s3" / "studies" / "lab4" / "s3"
+    assert (mirror / "report.html").stat().st_size > 10_000
+    assert (mirror / "best.toml").read_text() == store.read_text("s3", "best.toml")
+
+    again = run_cli(study_cmd(study, "--storage", uri), tmp_path, cache_dir)
+    assert again.returncode == 2 and "s3://studies/lab4/s3 already holds a finished study" in again.stderr
+
+    fresh = run_cli(study_cmd(study, "--storage", uri, "--fresh"), tmp_path, cache_dir)
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    old = [n for n in store.names() if n.startswith("s3.old-")]
+    assert len(old) == 1 and "finished.json" in store.names(old[0])
+    assert "finished.json" in store.names("s3")
