@@ -3,14 +3,14 @@ what they read (a version outside pyproject's pins, say), instead of a report qu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
 
 from study import _compat
-from study.space import make_searcher, optuna_search, sqlite_storage
+from study.space import optuna_search
 from study.spec import load_spec
+from study_helpers import SMOKE, StudyRun, result_rows, trial_dirs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -36,36 +36,22 @@ def test_nothing_to_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
-def test_compat_reads_a_real_tune_experiment(tmp_path: Path) -> None:
-    """Tune's own files, as Ray 2.60 writes them: every trial's id and status, and the searcher's study."""
-    import ray
+@pytest.mark.slow
+def test_compat_reads_a_real_tune_experiment(smoke_study: StudyRun) -> None:
+    """Tune's own files, as Ray 2.60 writes them in a real study (the session's smoke study, run by
+    study.run): every trial's id and status, the searcher's study, and whether it can be restored."""
+    from pyarrow import fs as pafs
     from ray import tune
 
-    path = tmp_path / "tiny.toml"
-    path.write_text('[study]\nnum_samples = 2\n[space.tfr]\nchoices = [0.0, 1.0]\n', encoding="utf-8")
-    spec = load_spec(path)
-
-    def trainable(config: dict[str, Any]) -> None:
-        tune.report({"val/psnr": 10.0 + config["tfr"], "epoch": 0})
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        results = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": 1}),
-            tune_config=tune.TuneConfig(search_alg=make_searcher(spec, sqlite_storage(tmp_path / "optuna.db")),
-                                        num_samples=spec.num_trials),
-            run_config=tune.RunConfig(storage_path=str(tmp_path / "results"), name=spec.name, verbose=0),
-        ).fit()
-    finally:
-        ray.shutdown()
-    exp = tmp_path / "results" / spec.name
+    exp = smoke_study.exp
     assert _compat.restorable(exp) and tune.Tuner.can_restore(str(exp))  # the same answer, without Ray
-    from pyarrow import fs as pafs
-
     assert _compat.restorable(str(exp), pafs.LocalFileSystem())
     states = _compat.trial_states(exp)
-    assert sorted(states.values()) == sorted((r.metrics["trial_id"], "TERMINATED") for r in results), states
-    assert {Path(r.path).name for r in results} == set(states)
+    trials = trial_dirs(exp)
+    assert sorted(states.values()) == sorted((result_rows(t)[-1]["trial_id"], "TERMINATED") for t in trials), states
+    assert {t.name for t in trials} == set(states)
     study = _compat.searcher_study(exp)
-    assert isinstance(study, optuna.Study) and len(study.trials) == spec.num_trials
-    assert {t.value for t in study.trials} <= {10.0, 11.0}
+    n = load_spec(SMOKE).num_trials
+    assert isinstance(study, optuna.Study) and len(study.trials) == n
+    scores = sorted(max(row["val/psnr"] for row in result_rows(t)) for t in trials)
+    assert sorted(t.value for t in study.trials) == pytest.approx(scores)  # each trial's best epoch, as Optuna saw it

@@ -15,7 +15,7 @@ import pytest
 from study._compat import EXPERIMENT_STATE_GLOB
 from study.driver import STALE_S, DriverBusy, DriverLock, Mark, driver_alive, lock_held, lock_path, read_mark
 from study.place import DRIVER, Place, state_of, study_place
-from study_helpers import driver_holding, result_rows, run_cli, start_cli, study_cmd, tail, trial_dirs, write_study
+from study_helpers import ROOT, driver_holding, result_rows, run_cli, start_cli, study_cmd, tail, trial_dirs
 
 def _dead_pid() -> int:
     return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
@@ -92,21 +92,26 @@ def test_a_uri_study_is_locked_between_machines_unless_stolen(tmp_path: Path, mo
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_drivers_started_together_one_runs_the_other_is_refused(tmp_path: Path, cache_dir: Path) -> None:
-    study = write_study(tmp_path / "twice.toml", study={"name": "twice", "num_samples": 2, "max_concurrent": 1})
-    procs = [start_cli(study_cmd(study), tmp_path, cache_dir, tmp_path / f"driver{i}.log") for i in range(2)]
+    """Two `python -m study.run search_spaces/kl.toml --smoke-test` at once: one runs the study, the
+    other is refused. The study it runs is kl.toml shrunk by --smoke-test (2 trials of 2 epochs, in
+    results/kl-smoke, results/kl untouched). (One study for what were two tests: this one and
+    test_run's --smoke-test study.)"""
+    cmd = study_cmd(ROOT / "search_spaces" / "kl.toml", "--smoke-test")
+    procs = [start_cli(cmd, tmp_path, cache_dir, tmp_path / f"driver{i}.log") for i in range(2)]
     codes = [p.wait(timeout=900) for p in procs]
     logs = [tail(tmp_path / f"driver{i}.log", 20000) for i in range(2)]
     assert sorted(codes) == [0, 2], logs
     winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
     assert f"is being run by pid {procs[winner].pid} on {socket.gethostname()}" in logs[loser], logs[loser]
     assert "cvae-study status" in logs[loser] and "Traceback" not in logs[loser]
-    exp = tmp_path / "results" / "twice"
-    assert (exp / "finished.json").exists() and not (exp / DRIVER).exists()
+    exp = tmp_path / "results" / "kl-smoke"
+    assert (exp / "finished.json").exists() and not (exp / DRIVER).exists() and (exp / "best.toml").exists()
+    assert not (tmp_path / "results" / "kl").exists()
     assert len(list(exp.glob(EXPERIMENT_STATE_GLOB))) == 1  # one driver session
     trials = trial_dirs(exp)
     assert len(trials) == 2
-    for trial in trials:  # each trial ran once: every epoch reported exactly once
+    for trial in trials:  # each trial ran once, shrunk to 2 epochs: every epoch reported exactly once
         assert [r["epoch"] for r in result_rows(trial)] == [0, 1], trial.name
     # and a third driver on the finished study is refused as before, the lock free again
-    r = run_cli(study_cmd(study), tmp_path, cache_dir, timeout=300)
+    r = run_cli(cmd, tmp_path, cache_dir, timeout=300)
     assert r.returncode == 2 and "--fresh" in r.stderr

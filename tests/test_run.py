@@ -1,8 +1,8 @@
 """`python -m study.run` (study.run): bad input refused before Ray, results refused to be overwritten,
 how many trials fit the cluster, and (marked ray) real studies end to end: results on disk, resume
 after SIGKILL (watched by the console and `cvae-study status` as it runs, is killed and ends), a
-crashed trial retried, --fresh, --smoke-test, a diverged trial, the dashboard's token
-and GPUs Ray is told of."""
+crashed trial retried, --fresh, a diverged trial, the dashboard's token and GPUs Ray is told of
+(--smoke-test on a shipped study is test_driver.py's two-drivers study)."""
 from __future__ import annotations
 
 import json
@@ -242,6 +242,36 @@ def test_finished_study_refused_then_fresh_moves_it_aside(smoke_study: StudyRun,
     assert "moved the old results aside" in r.stdout
 
 
+def _get(url: str, token: str | None) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def _dashboard_answers_only_with_the_token(log: Path, proc: subprocess.Popen[bytes]) -> None:
+    """The running study's Ray dashboard: its API answers with `ray get-auth-token`'s token only, and
+    lists the study as the driver job."""
+    url = wait_for(lambda: (m := re.search(r"Ray dashboard: (http://127\.0\.0\.1:\d+)", tail(log, 10**6)))
+                   and m.group(1), 180, "the dashboard URL", proc, log)
+    token = subprocess.run([str(RAY_BIN), "get-auth-token"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert token
+    wait_for(lambda: _get(f"{url}/api/version", token) == 200, 60, "the dashboard API", proc, log)
+    for path in ("/api/version", "/api/jobs/"):
+        assert _get(url + path, token) == 200, path
+        assert _get(url + path, None) == 401, path
+        assert _get(url + path, "not-the-token") in (401, 403), path
+    req = urllib.request.Request(f"{url}/api/jobs/", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        jobs = json.loads(resp.read())
+    assert any("study.run" in (job.get("entrypoint") or "") for job in jobs), jobs  # the study is the driver job
+
+
 def _status(exp: Path, cwd: Path, cache: Path) -> str:
     r = run_cli([sys.executable, "-m", "study.cli", "status", str(exp)], cwd, cache, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -252,14 +282,17 @@ def _status(exp: Path, cwd: Path, cache: Path) -> str:
 @pytest.mark.slow
 def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path, cache_dir: Path) -> None:
     """SIGKILL of the driver once a checkpoint is on disk, then the same command: no trial lost or
-    rerun. Along the way, what a user watching sees: the quiet console, and `cvae-study status` of
-    the study running, killed (interrupted) and finished (the --verbose rerun shows Tune's table)."""
+    rerun. Along the way, what a user watching sees: the Ray dashboard (token only), the quiet
+    console, and `cvae-study status` of the study running, killed (interrupted) and finished (the
+    --verbose rerun shows Tune's table). (One study for what were three tests: this one, the
+    dashboard's and test_console's watched study.)"""
     study = write_study(tmp_path / "resume.toml", study={"name": "resume", "num_samples": 4}, train={"epochs": 4})
     spec = load_spec(study)
     exp = tmp_path / "results" / "resume"
     log = tmp_path / "first.log"
     proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
     try:
+        _dashboard_answers_only_with_the_token(log, proc)
         wait_for_first_checkpoint(exp, proc, log)
         running = _status(exp, tmp_path, cache_dir)
         assert f"{exp}: running" in running and "ETA" in running, running
@@ -321,19 +354,6 @@ def test_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path: Path, cache
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_smoke_test_flag_shrinks_a_real_study(tmp_path: Path, cache_dir: Path) -> None:
-    r = run_cli(study_cmd(ROOT / "search_spaces" / "kl.toml", "--smoke-test"), tmp_path, cache_dir)
-    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
-    exp = tmp_path / "results" / "kl-smoke"
-    trials = trial_dirs(exp)
-    assert len(trials) == 2 and not (tmp_path / "results" / "kl").exists()
-    for trial in trials:
-        assert [row["epoch"] for row in result_rows(trial)] == [0, 1]
-    assert (exp / "best.toml").exists() and (exp / "finished.json").exists()
-
-
-@pytest.mark.ray
-@pytest.mark.slow
 def test_diverged_trial_ends_marked_and_the_study_completes(diverged_study: StudyRun) -> None:
     exp, r = diverged_study.exp, diverged_study.proc
     by_lr = {json.loads((t / "params.json").read_text())["lr"]: t for t in trial_dirs(exp)}
@@ -344,42 +364,6 @@ def test_diverged_trial_ends_marked_and_the_study_completes(diverged_study: Stud
     assert set(trial_statuses(exp).values()) == {"TERMINATED"}
     assert load_config(exp / "best.toml").train.lr == 1e-3
     assert "1 diverged" in r.stdout
-
-
-def _get(url: str, token: str | None) -> int:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_dashboard_answers_only_with_the_token(tmp_path: Path, cache_dir: Path) -> None:
-    study = write_study(tmp_path / "dash.toml", study={"name": "dash", "num_samples": 1}, train={"epochs": 50})
-    log = tmp_path / "dash.log"
-    proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
-    try:
-        url = wait_for(lambda: (m := re.search(r"Ray dashboard: (http://127\.0\.0\.1:\d+)", tail(log, 10**6)))
-                       and m.group(1), 180, "the dashboard URL", proc, log)
-        token = subprocess.run([str(RAY_BIN), "get-auth-token"], capture_output=True, text=True,
-                               check=True).stdout.strip()
-        assert token
-        wait_for(lambda: _get(f"{url}/api/version", token) == 200, 60, "the dashboard API", proc, log)
-        for path in ("/api/version", "/api/jobs/"):
-            assert _get(url + path, token) == 200, path
-            assert _get(url + path, None) == 401, path
-            assert _get(url + path, "not-the-token") in (401, 403), path
-        req = urllib.request.Request(f"{url}/api/jobs/", headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            jobs = json.loads(resp.read())
-        assert any("study.run" in (job.get("entrypoint") or "") for job in jobs), jobs  # the study is the driver job
-    finally:
-        kill_session(proc)
 
 
 # -- GPUs that Ray is told of but CUDA does not have (the scheduling path, testable without a GPU) --
