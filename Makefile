@@ -34,9 +34,10 @@ demo: $(STAMP)
 demo-fresh: $(STAMP)
 	$(PY) -m study.run $(DEMO_STUDY) --fresh
 
-# Tests run on up to 4 workers (2 on a 2-core machine); the tests that share a study, a cluster or a
-# heavy fixture run on one of them (conftest.py's SHARED_FIXTURES), so each is still built once.
-XDIST := -n auto --maxprocesses=4 --dist loadgroup
+# Tests run on up to 4 workers (2 on a 2-core machine). conftest.py's scheduler keeps each file of
+# SHARED_MODULES (a cluster, an S3 server, a heavy fixture) whole on one worker, and the session's
+# studies run once for all workers, so each is still built once.
+XDIST := -n auto --maxprocesses=4
 
 test: $(STAMP)
 	$(PY) -m pytest $(XDIST)
@@ -45,7 +46,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not ray and not cluster and not browser"
 
 test-cluster: $(STAMP)
-	$(PY) -m pytest $(XDIST) -m cluster
+	$(PY) -m pytest -m cluster
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py

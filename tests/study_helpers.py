@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -353,3 +355,17 @@ def ray_head(root: Path, cache: Path, *resources: str, start_timeout_s: float = 
     finally:
         left = stop_sessions([node])
         assert not left, f"processes of the test's Ray head survived the teardown: {left}"
+
+
+def dashboard_get(url: str, token: str | None) -> tuple[int, Any]:
+    """GET a Ray dashboard URL with a bearer token (or none): (HTTP status, its JSON body or None);
+    status 0 when nothing answers."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = resp.read()
+            return resp.status, json.loads(body) if body else None
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, None

@@ -15,17 +15,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from cvae.checkpoint import verify_checkpoint
 from study.spec import load_spec
-from study_helpers import (ROOT, SMOKE, alive_ray_nodes, checkpoints, node_ports, result_rows, run_cli,
+from study_helpers import (ROOT, SMOKE, alive_ray_nodes, checkpoints, dashboard_get, node_ports, result_rows, run_cli,
                            start_ray_head, start_ray_node, stop_sessions, study_cmd, tail, trial_dirs, trial_statuses)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -91,18 +89,6 @@ def cluster(cache_dir: Path) -> Iterator[Cluster]:
         assert not left, f"processes of the test cluster survived the teardown: {left}"
 
 
-def _http(url: str, token: str | None) -> tuple[int, Any]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            body = resp.read()
-            return resp.status, json.loads(body) if body else None
-    except urllib.error.HTTPError as e:
-        return e.code, None
-    except (urllib.error.URLError, OSError, ValueError):
-        return 0, None
-
-
 def test_study_spreads_over_both_nodes_and_completes(cluster: Cluster, cache_dir: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     cwd = cluster.root / "driver"
@@ -148,17 +134,17 @@ def test_study_as_a_ray_job(cluster: Cluster) -> None:
     m = re.search(r"'(raysubmit_\w+)'", r.stdout + r.stderr)
     assert m, r.stdout + r.stderr
     job_url = f"{cluster.dashboard}/api/jobs/{m.group(1)}"
-    assert _http(job_url, None)[0] == 401
+    assert dashboard_get(job_url, None)[0] == 401
     deadline = time.monotonic() + 240
     status = None
     while time.monotonic() < deadline:
-        code, body = _http(job_url, cluster.token)
+        code, body = dashboard_get(job_url, cluster.token)
         assert code == 200, code
         status = body["status"]
         if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             break
         time.sleep(2)
-    logs = _http(f"{job_url}/logs", cluster.token)[1] or {}
+    logs = dashboard_get(f"{job_url}/logs", cluster.token)[1] or {}
     assert status == "SUCCEEDED", f"job {status}\n{str(logs.get('logs', ''))[-4000:]}"
     exp = storage / "smoke-smoke"
     assert len(trial_dirs(exp)) == 2 and (exp / "finished.json").exists()

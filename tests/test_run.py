@@ -14,8 +14,6 @@ import subprocess
 import sys
 import tempfile
 import types
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -26,7 +24,7 @@ from cvae.config import load_config
 from study import run as study_run
 from study.run import main, refusal, trials_that_fit
 from study.spec import load_spec, smoke_spec
-from study_helpers import (CONTRACT, RAY_BIN, ROOT, SMOKE, StudyRun, checkpoints, copy_of, kill_session,
+from study_helpers import (CONTRACT, RAY_BIN, ROOT, SMOKE, StudyRun, checkpoints, copy_of, dashboard_get, kill_session,
                            kill_trial_workers, overlap, ray_head, result_rows, run_cli, start_cli, study_cmd, tail,
                            trial_dirs, trial_span, trial_statuses, wait_for, wait_for_first_checkpoint, write_study)
 
@@ -242,17 +240,6 @@ def test_finished_study_refused_then_fresh_moves_it_aside(smoke_study: StudyRun,
     assert "moved the old results aside" in r.stdout
 
 
-def _get(url: str, token: str | None) -> int:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
 def _dashboard_answers_only_with_the_token(log: Path, proc: subprocess.Popen[bytes]) -> None:
     """The running study's Ray dashboard: its API answers with `ray get-auth-token`'s token only, and
     lists the study as the driver job."""
@@ -261,15 +248,13 @@ def _dashboard_answers_only_with_the_token(log: Path, proc: subprocess.Popen[byt
     token = subprocess.run([str(RAY_BIN), "get-auth-token"], capture_output=True, text=True,
                            check=True).stdout.strip()
     assert token
-    wait_for(lambda: _get(f"{url}/api/version", token) == 200, 60, "the dashboard API", proc, log)
+    wait_for(lambda: dashboard_get(f"{url}/api/version", token)[0] == 200, 60, "the dashboard API", proc, log)
     for path in ("/api/version", "/api/jobs/"):
-        assert _get(url + path, token) == 200, path
-        assert _get(url + path, None) == 401, path
-        assert _get(url + path, "not-the-token") in (401, 403), path
-    req = urllib.request.Request(f"{url}/api/jobs/", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        jobs = json.loads(resp.read())
-    assert any("study.run" in (job.get("entrypoint") or "") for job in jobs), jobs  # the study is the driver job
+        assert dashboard_get(url + path, token)[0] == 200, path
+        assert dashboard_get(url + path, None)[0] == 401, path
+        assert dashboard_get(url + path, "not-the-token")[0] in (401, 403), path
+    code, jobs = dashboard_get(f"{url}/api/jobs/", token)
+    assert code == 200 and any("study.run" in (job.get("entrypoint") or "") for job in jobs), jobs  # the study is the driver job
 
 
 def _status(exp: Path, cwd: Path, cache: Path) -> str:
