@@ -16,6 +16,16 @@ tests/test_compat.py runs a real Tune experiment and fails loudly when any of th
 - `tpe_options(sampler)` and `asha_max_t(scheduler)`: what a TPESampler and an ASHAScheduler were
   built with, which neither library shows publicly; the tests read back that a study file's options
   reached them.
+- `local_gpus()`: the GPUs a local Ray started here would count, by Ray's own detection
+  (`ResourceAndLabelSpec._get_current_node_accelerator`: each accelerator manager, capped by
+  CUDA_VISIBLE_DEVICES), so a study that asks for a GPU the machine does not have is refused before
+  Ray starts (seconds and ~10 CPU-s sooner). None when that function has moved: then Ray starts
+  and its count decides, as on a cluster. tests/test_compat.py checks it answers.
+- `LOCAL_RAY_SYSTEM_CONFIG`: ray.init's `_system_config` for the local Ray a study starts. Ray
+  prestarts one idle Python worker per CPU for the first driver (`ray::IDLE`, ~0.7 CPU-s and ~370 MB
+  each); a study's trials never use them (they run in actors started with the job's runtime_env), so
+  they are only a cost. An unknown key makes ray.init fail, so a rename is caught by every Ray test;
+  tests/test_run.py checks that a running study has no `ray::IDLE` worker.
 """
 from __future__ import annotations
 
@@ -29,6 +39,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # written by Tune's driver (TuneController)
 SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # written by SearchGenerator.save_to_dir
 TUNER_STATE = "tuner.pkl"  # ray.tune.impl.tuner_internal._TUNER_PKL: what Tuner.can_restore looks for
+LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {"prestart_worker_first_driver": False}  # Ray's ray_config_def.h
 
 
 def restorable(path: str | Path, fs: Any = None) -> bool:
@@ -91,3 +102,22 @@ def asha_max_t(scheduler: Any) -> int:
 
 __all__ = ["EXPERIMENT_STATE_GLOB", "SEARCHER_STATE_GLOB", "TUNER_STATE", "asha_max_t", "restorable", "searcher_study",
            "tpe_options", "trial_states"]
+
+
+def local_gpus() -> float | None:
+    """The GPUs ray.init would find on this machine (Ray's detection, as its node resolves its
+    resources); None when Ray's private function has moved or RAY_OVERRIDE_RESOURCES overrides it."""
+    import os
+
+    if "RAY_OVERRIDE_RESOURCES" in os.environ:
+        return None
+    try:
+        from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+        manager, count = ResourceAndLabelSpec._get_current_node_accelerator(None, {})
+        if manager is None:
+            return 0.0
+        return float(count) if manager.get_resource_name() == "GPU" else 0.0
+    except Exception as e:  # noqa: BLE001 - Ray moved it: let the Ray that starts count
+        log.debug("Ray's accelerator detection is not where it was (%s): Ray will count the GPUs", e)
+        return None

@@ -109,8 +109,6 @@ def welch(a: Sequence[float | None], b: Sequence[float | None], a_name: str = "a
           unit: str = " dB", alpha: float = ALPHA, needs: bool = True) -> Test:
     """Welch's t-test of two samples' means (NaNs and nulls dropped); `needs`: an undecided one with
     the seeds it would need (seeds_needed, a power solve: the race, which judges often, skips it)."""
-    from scipy import stats  # here, not at the top: study.spec reads this module's constants
-
     xa, xb = finite_values(a), finite_values(b)
     p = low = high = None
     if len(xa) >= 2 and len(xb) >= 2:
@@ -118,6 +116,9 @@ def welch(a: Sequence[float | None], b: Sequence[float | None], a_name: str = "a
             p = 1.0 if xa[0] == xb[0] else 0.0
             low = high = xa[0] - xb[0]
         else:
+            # here, not at the top: study.spec reads this module's constants, and one seed needs no test
+            from scipy import stats
+
             res = stats.ttest_ind(xa, xb, equal_var=False)
             ci = res.confidence_interval(0.95)
             p, low, high = float(res.pvalue), float(ci.low), float(ci.high)
@@ -135,8 +136,6 @@ def shared_pairs(a: Mapping[int, float | None], b: Mapping[int, float | None]) -
 def paired(a: Mapping[int, float | None], b: Mapping[int, float | None], a_name: str = "a", b_name: str = "b",
            unit: str = " dB", alpha: float = ALPHA, needs: bool = True) -> Test:
     """The paired t-test (scipy's ttest_rel) of mean(a) - mean(b) on the seeds both scored."""
-    from scipy import stats
-
     xa, xb = shared_pairs(a, b)
     p = low = high = None
     if len(xa) >= 2:
@@ -145,6 +144,8 @@ def paired(a: Mapping[int, float | None], b: Mapping[int, float | None], a_name:
             p = 1.0 if d[0] == 0 else 0.0
             low = high = d[0]
         else:
+            from scipy import stats  # as in welch: imported only for a test to run
+
             res = stats.ttest_rel(xa, xb)
             ci = res.confidence_interval(0.95)
             p, low, high = float(res.pvalue), float(ci.low), float(ci.high)
@@ -168,8 +169,6 @@ class Equivalence:
 def tost(a: Sequence[float | None], b: Sequence[float | None], margin: float = MARGIN_DB, a_name: str = "a",
          b_name: str = "b", alpha: float = ALPHA, needs: bool = True) -> Equivalence:
     """Whether two samples' means are equal within +-margin: statsmodels' ttost_ind, unequal variances."""
-    from statsmodels.stats.weightstats import ttost_ind
-
     t = welch(a, b, a_name, b_name, alpha=alpha, needs=needs)
     xa, xb = finite_values(a), finite_values(b)
     p = None
@@ -177,6 +176,8 @@ def tost(a: Sequence[float | None], b: Sequence[float | None], margin: float = M
         if _flat(xa) and _flat(xb):  # no spread: the tests are undefined
             p = 0.0 if abs(xa[0] - xb[0]) < margin else 1.0
         else:
+            from statsmodels.stats.weightstats import ttost_ind  # as in welch: only for a test to run
+
             p = float(ttost_ind(xa, xb, -margin, margin, usevar="unequal")[0])
     return Equivalence(t, margin, p)
 
@@ -184,15 +185,18 @@ def tost(a: Sequence[float | None], b: Sequence[float | None], margin: float = M
 def tost_paired(a: Mapping[int, float | None], b: Mapping[int, float | None], margin: float = MARGIN_DB,
                 a_name: str = "a", b_name: str = "b", alpha: float = ALPHA, needs: bool = True) -> Equivalence:
     """TOST on the seeds both scored: statsmodels' ttost_paired."""
-    import numpy as np
-    from statsmodels.stats.weightstats import ttost_paired
-
     t = paired(a, b, a_name, b_name, alpha=alpha, needs=needs)
     xa, xb = shared_pairs(a, b)
     p = None
     if len(xa) >= 2:
         d = [x - y for x, y in zip(xa, xb)]
-        p = (0.0 if abs(d[0]) < margin else 1.0) if _flat(d) else float(ttost_paired(np.asarray(xa), np.asarray(xb), -margin, margin)[0])
+        if _flat(d):  # every pair differs by the same amount: the tests are undefined
+            p = 0.0 if abs(d[0]) < margin else 1.0
+        else:
+            import numpy as np
+            from statsmodels.stats.weightstats import ttost_paired  # as in welch: only for a test to run
+
+            p = float(ttost_paired(np.asarray(xa), np.asarray(xb), -margin, margin)[0])
     return Equivalence(t, margin, p)
 
 
@@ -203,11 +207,11 @@ def seeds_needed(a: Sequence[float | None], b: Sequence[float | None], equality:
     +-margin (each one-sided test of TOST). statsmodels' TTestIndPower on the pooled sd (TTestPower on
     the sd of the differences for pairs). None when no number of seeds would (no spread to estimate
     from; or, for equality, a difference beyond the margin)."""
-    from statsmodels.stats.power import TTestIndPower, TTestPower
-
     xa, xb = finite_values(a), finite_values(b)
     if len(xa) < 2 or len(xb) < 2:
         return None
+    from statsmodels.stats.power import TTestIndPower, TTestPower  # as in welch: only for a solve to run
+
     if pairs:
         sd = statistics.stdev([x - y for x, y in zip(xa, xb)])
     else:  # the pooled sd: the effect size's scale

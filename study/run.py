@@ -34,7 +34,7 @@ from typing import Any, Sequence
 from cvae.config import ConfigError
 from cvae.data import Dataset, DatasetError, clear_cache, load_dataset
 from cvae.device import available_cpus
-from study._compat import trial_states
+from study._compat import LOCAL_RAY_SYSTEM_CONFIG, local_gpus, trial_states
 from study.analyze import StudyInfo
 from study.best import conclude
 from study.driver import DriverLock
@@ -116,9 +116,16 @@ def start_ray(address: str | None, cpus_per_trial: float, gpus_per_trial: float 
     else:
         # "local": a new instance even if some `ray start` cluster runs on this machine; the CPUs this
         # process may use (its affinity, e.g. under taskset), where Ray would count the machine's.
-        # Ray counts the GPUs itself (CUDA_VISIBLE_DEVICES is respected).
+        # Ray counts the GPUs itself (CUDA_VISIBLE_DEVICES is respected): what it would count refuses
+        # a study no trial of which fits before Ray starts. No idle workers prestarted for this
+        # driver: the trials never use them (study._compat.LOCAL_RAY_SYSTEM_CONFIG).
+        gpus = local_gpus()
+        why = None if gpus is None else refusal({"CPU": float(available_cpus()), "GPU": gpus}, cpus_per_trial,
+                                                gpus_per_trial, source)
+        if why:
+            raise StudyRunError(why)
         ctx = ray.init(address="local", num_cpus=available_cpus(), include_dashboard=True, dashboard_host="127.0.0.1",
-                       **_quiet_workers())
+                       _system_config=LOCAL_RAY_SYSTEM_CONFIG, **_quiet_workers())
         where = "started a local Ray"
     resources = {k: float(v) for k, v in ray.cluster_resources().items()}
     why = refusal(resources, cpus_per_trial, gpus_per_trial, source)

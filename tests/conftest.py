@@ -141,9 +141,10 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> St
 
 @pytest.fixture(scope="session")
 def diverged_study(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> StudyRun:
-    """A finished grid of two trials over lr, one of them (lr = 1e30) diverging, run as the smoke study is."""
+    """A finished grid of two trials over lr, one of them (lr = 1e30) diverging, run as the smoke study is
+    (one trial at a time: one trial process for both)."""
     def run(cwd: Path) -> StudyRun:
-        study = write_study(cwd / "diverge.toml", study={"name": "diverge", "num_samples": 1},
+        study = write_study(cwd / "diverge.toml", study={"name": "diverge", "num_samples": 1, "max_concurrent": 1},
                             search={"sampler": "grid"}, space={"lr": {"choices": [1e-3, 1e30]}})
         return _ran(study_cmd(study), cwd, cache_dir, "diverge")
 

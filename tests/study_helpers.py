@@ -118,20 +118,26 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
-def kill_trial_workers(sid: int) -> list[int]:
-    """SIGKILL the Ray Tune trial actors (processes titled `ray::ImplicitFunc...`) of session `sid`:
-    a trial crash as an out-of-memory kill would cause it."""
-    killed = []
+def session_titles(sid: int) -> dict[int, str]:
+    """pid -> process title (argv[0], which Ray's workers set to `ray::IDLE`, `ray::ImplicitFunc...`)
+    of the live processes of session `sid`."""
+    titles = {}
     for pid in session_pids(sid):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if title.startswith(b"ray::ImplicitFunc"):
+        with contextlib.suppress(OSError):
+            titles[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    return titles
+
+
+def kill_trial_workers(sid: int, sig: int = signal.SIGKILL) -> list[int]:
+    """Send `sig` (as os.kill) to the Ray Tune trial actors (processes titled `ray::ImplicitFunc...`)
+    of session `sid`: SIGKILL is a trial crash as an out-of-memory kill would cause it."""
+    done = []
+    for pid, title in session_titles(sid).items():
+        if title.startswith("ray::ImplicitFunc"):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-    return killed
+                os.kill(pid, sig)
+                done.append(pid)
+    return done
 
 
 def kill_session(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:

@@ -1,6 +1,6 @@
-"""Scale-out on a real 2-node Ray cluster on loopback (marked cluster): the study joins it with
-`--address`, its trials spread over both nodes and the results are complete; the same study
-submitted as a Ray Job runs to SUCCEEDED, and the job API wants the token.
+"""Scale-out on a real 2-node Ray cluster on loopback (marked cluster): the study submitted as a Ray
+Job joins it with `--address`, runs to SUCCEEDED (the job API wants the token), its trials spread
+over both nodes and the results are complete.
 
 Both nodes are `ray start --block` processes in their own sessions, started here and killed here
 by process group (never `ray stop`, which would end every Ray on the machine).
@@ -23,8 +23,8 @@ import pytest
 
 from cvae.checkpoint import verify_checkpoint
 from study.spec import load_spec
-from study_helpers import (ROOT, SMOKE, alive_ray_nodes, checkpoints, dashboard_get, node_ports, result_rows, run_cli,
-                           start_ray_head, start_ray_node, stop_sessions, study_cmd, tail, trial_dirs, trial_statuses)
+from study_helpers import (ROOT, SMOKE, alive_ray_nodes, checkpoints, dashboard_get, node_ports, result_rows,
+                           start_ray_head, start_ray_node, stop_sessions, tail, trial_dirs, trial_statuses)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -89,18 +89,39 @@ def cluster(cache_dir: Path) -> Iterator[Cluster]:
         assert not left, f"processes of the test cluster survived the teardown: {left}"
 
 
-def test_study_spreads_over_both_nodes_and_completes(cluster: Cluster, cache_dir: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    cwd = cluster.root / "driver"
-    cwd.mkdir()
-    storage = cluster.root / "results"
-    env_cmd = study_cmd(SMOKE, "--address", cluster.address, "--storage", str(storage))
-    # As a user types it, but with the cluster's token mode (a `ray start` cluster is token-only if
-    # started so, and then its drivers must say so too).
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    r = run_cli(env_cmd, cwd, cache_dir, timeout=240)
-    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}\n{cluster.log_tails()}"
-    assert f"joined the Ray cluster at {cluster.address} (2 CPUs)" in r.stdout
+def test_study_as_a_ray_job_spreads_over_both_nodes_and_completes(cluster: Cluster) -> None:
+    """The smoke study submitted with `ray job submit` and `--address` (as the README's cluster section
+    types it): the job API wants the token, the job runs to SUCCEEDED, the driver says it joined the
+    2-node cluster, the trials ran on both nodes and the results are complete. (One study for what
+    were two tests: this one and the study run with --address from the shell; `--address` from the
+    shell is test_run.py's fake-GPU study, on a one-node cluster.)"""
+    storage = cluster.root / "job-results"
+    python = VENV_BIN / "python"
+    runtime_env = {"excludes": [".venv", "results", ".git", ".pytest_cache", "*.egg-info"],
+                   "env_vars": {"CVAE_CACHE": cluster.env["CVAE_CACHE"]}}
+    r = subprocess.run(
+        [str(RAY_BIN), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(ROOT),
+         "--runtime-env-json", json.dumps(runtime_env), "--no-wait", "--",
+         str(python), "-m", "study.run", "search_spaces/smoke.toml", "--address", cluster.address,
+         "--storage", str(storage)],
+        env=cluster.env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    m = re.search(r"'(raysubmit_\w+)'", r.stdout + r.stderr)
+    assert m, r.stdout + r.stderr
+    job_url = f"{cluster.dashboard}/api/jobs/{m.group(1)}"
+    assert dashboard_get(job_url, None)[0] == 401
+    deadline = time.monotonic() + 300
+    status = None
+    while time.monotonic() < deadline:
+        code, body = dashboard_get(job_url, cluster.token)
+        assert code == 200, code
+        status = body["status"]
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        time.sleep(2)
+    logs = str((dashboard_get(f"{job_url}/logs", cluster.token)[1] or {}).get("logs", ""))
+    assert status == "SUCCEEDED", f"job {status}\n{logs[-4000:]}\n{cluster.log_tails()}"
+    assert f"joined the Ray cluster at {cluster.address} (2 CPUs)" in logs and "best configuration" in logs, logs[-4000:]
     spec = load_spec(SMOKE)
     exp = storage / spec.name
     trials = trial_dirs(exp)
@@ -118,34 +139,3 @@ def test_study_spreads_over_both_nodes_and_completes(cluster: Cluster, cache_dir
     assert len(nodes) == 2, f"all trials ran on one node: {nodes}"
     assert set(trial_statuses(exp).values()) == {"TERMINATED"}
     assert (exp / "finished.json").exists() and (exp / "best.toml").exists()
-
-
-def test_study_as_a_ray_job(cluster: Cluster) -> None:
-    storage = cluster.root / "job-results"
-    python = VENV_BIN / "python"
-    runtime_env = {"excludes": [".venv", "results", ".git", ".pytest_cache", "*.egg-info"],
-                   "env_vars": {"CVAE_CACHE": cluster.env["CVAE_CACHE"]}}
-    r = subprocess.run(
-        [str(RAY_BIN), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(ROOT),
-         "--runtime-env-json", json.dumps(runtime_env), "--no-wait", "--",
-         str(python), "-m", "study.run", "search_spaces/smoke.toml", "--smoke-test", "--storage", str(storage)],
-        env=cluster.env, capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
-    m = re.search(r"'(raysubmit_\w+)'", r.stdout + r.stderr)
-    assert m, r.stdout + r.stderr
-    job_url = f"{cluster.dashboard}/api/jobs/{m.group(1)}"
-    assert dashboard_get(job_url, None)[0] == 401
-    deadline = time.monotonic() + 240
-    status = None
-    while time.monotonic() < deadline:
-        code, body = dashboard_get(job_url, cluster.token)
-        assert code == 200, code
-        status = body["status"]
-        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
-            break
-        time.sleep(2)
-    logs = dashboard_get(f"{job_url}/logs", cluster.token)[1] or {}
-    assert status == "SUCCEEDED", f"job {status}\n{str(logs.get('logs', ''))[-4000:]}"
-    exp = storage / "smoke-smoke"
-    assert len(trial_dirs(exp)) == 2 and (exp / "finished.json").exists()
-    assert "best configuration" in str(logs.get("logs", ""))

@@ -2,6 +2,7 @@
 what they read (a version outside pyproject's pins, say), instead of a report quietly losing statuses."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -39,7 +40,8 @@ def test_nothing_to_read(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_compat_reads_a_real_tune_experiment(smoke_study: StudyRun) -> None:
     """Tune's own files, as Ray 2.60 writes them in a real study (the session's smoke study, run by
-    study.run): every trial's id and status, the searcher's study, and whether it can be restored."""
+    study.run): every trial's id and status, the searcher's study, whether it can be restored, and
+    the GPUs Ray's own detection counts."""
     from pyarrow import fs as pafs
     from ray import tune
 
@@ -55,3 +57,7 @@ def test_compat_reads_a_real_tune_experiment(smoke_study: StudyRun) -> None:
     assert isinstance(study, optuna.Study) and len(study.trials) == n
     scores = sorted(max(row["val/psnr"] for row in result_rows(t)) for t in trials)
     assert sorted(t.value for t in study.trials) == pytest.approx(scores)  # each trial's best epoch, as Optuna saw it
+    # the GPUs a local Ray counts here, as Ray itself counted them when the smoke study started it
+    m = re.search(r"started a local Ray \(\d+ CPUs?(?:, (\d+) GPUs?)?\)", smoke_study.proc.stdout)
+    assert m, smoke_study.proc.stdout[-3000:]
+    assert _compat.local_gpus() == float(m.group(1) or 0)

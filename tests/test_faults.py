@@ -1,15 +1,15 @@
-"""Fault tolerance proven by breaking things (marked ray): a corrupt checkpoint file in a killed
-study, a storage too small to hold one, and a diverged trial as the analysis and report show it.
+"""Fault tolerance proven by breaking things (marked ray): a killed trial worker retried from its
+checkpoint and then a corrupt checkpoint file in a killed study, a storage too small to hold one, and
+a diverged trial as the analysis and report show it.
 
-Already covered and not repeated here: SIGKILL of the driver + resume, a killed trial worker (retry
-from checkpoint), a diverged trial's results, unwritable storage (test_run.py); a corrupt checkpoint
+Already covered and not repeated here: SIGKILL of the driver + resume, a diverged trial's results,
+unwritable storage (test_run.py); a corrupt checkpoint
 at unit level (test_trainable.py). The diverge study is conftest's session fixture, shared with test_run.py.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -20,21 +20,10 @@ import pytest
 from cvae.checkpoint import STATE_FILE, verify_checkpoint
 from study._compat import EXPERIMENT_STATE_GLOB
 from study.tables import analyze
-from study_helpers import (StudyRun, checkpoints, kill_session, result_rows, run_cli, session_pids, start_cli,
-                           study_cmd, trial_dirs, trial_statuses, wait_for, write_study)
+from study_helpers import (StudyRun, checkpoints, kill_session, kill_trial_workers, result_rows, run_cli,
+                           start_cli, study_cmd, tail, trial_dirs, trial_statuses, wait_for, write_study)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def _signal_trial_workers(sid: int, sig: int) -> list[int]:
-    """Send `sig` to the Ray Tune trial actors (`ray::ImplicitFunc...`) of session `sid`."""
-    done = []
-    for pid in session_pids(sid):
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
-                os.kill(pid, sig)
-                done.append(pid)
-    return done
 
 
 def _offered_checkpoint(exp: Path, trial_id: str) -> Path | None:
@@ -53,38 +42,58 @@ def _offered_checkpoint(exp: Path, trial_id: str) -> Path | None:
     return None
 
 
-def test_corrupt_checkpoint_file_after_a_kill_resumes_from_a_good_one(tmp_path: Path, cache_dir: Path) -> None:
-    epochs = 6
+def _recorded_checkpoint(exp: Path) -> Path | None:
+    with contextlib.suppress(Exception):  # files mid-write
+        for trial in trial_dirs(exp):
+            return _offered_checkpoint(exp, result_rows(trial)[0]["trial_id"])
+    return None
+
+
+def test_crashed_trial_retried_then_a_corrupt_checkpoint_after_a_kill_resumes_from_a_good_one(
+        tmp_path: Path, cache_dir: Path) -> None:
+    """Two faults in one study (one trial, one at a time). First its trial worker is SIGKILLed (a crash,
+    as an out-of-memory kill causes it): Tune retries it from its last checkpoint. Then, once the retried
+    run has a checkpoint on record, the whole session is killed and that checkpoint's state file is
+    overwritten with garbage: the rerun says so and resumes from the previous good one. (One study for
+    what were two tests: this one and test_run's crashed-trial test.)"""
+    epochs = 8
     study = write_study(tmp_path / "corrupt.toml", study={"name": "corrupt", "num_samples": 1, "max_concurrent": 1},
-                        train={"epochs": epochs})
+                        train={"epochs": epochs}, search={"max_failures": 1})
     exp = tmp_path / "results" / "corrupt"
     log = tmp_path / "first.log"
     proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
+    before_crash: set[str] = set()
 
-    def second_checkpoint_on_record() -> Path | None:
-        # The experiment state must already name a checkpoint that has an older one beside it.
+    def retried_checkpoint_on_record() -> Path | None:
+        # The experiment state must name a checkpoint the retried run wrote, with an older one beside it.
         with contextlib.suppress(Exception):  # files mid-write
             for trial in trial_dirs(exp):
                 offered = _offered_checkpoint(exp, result_rows(trial)[0]["trial_id"])
-                if offered and any(p.name < offered.name for p in checkpoints(trial)):
+                if offered and offered.name not in before_crash and any(p.name < offered.name for p in checkpoints(trial)):
                     return offered
         return None
 
     try:
-        # Wait until the driver's saved state names a checkpoint with an older one beside it (waiting
-        # for two on disk first raced: a trial frozen between writing its checkpoint and reporting it
-        # never lets the state name it). Then freeze the trial so the state, which lags by up to a
-        # second and prunes checkpoints meanwhile, settles on one that exists, and kill everything.
-        wait_for(lambda: exp.is_dir() and second_checkpoint_on_record(), 240,
-                 "a recorded checkpoint with an older one beside it", proc, log)
-        assert _signal_trial_workers(proc.pid, signal.SIGSTOP), "no trial worker found in the study's session"
-        wait_for(lambda: (c := second_checkpoint_on_record()) and c.is_dir(), 60, "a second recorded checkpoint",
-                 proc, log)
+        # a checkpoint Tune knows of (the saved state names it), so the retry resumes from it
+        wait_for(lambda: exp.is_dir() and _recorded_checkpoint(exp), 240, "a first recorded checkpoint", proc, log)
+        before_crash.update(p.name for t in trial_dirs(exp) for p in checkpoints(t))
+        assert kill_trial_workers(proc.pid), "no trial worker found in the study's session"
+        # Wait until the driver's saved state names a checkpoint of the retried run (waiting for files on
+        # disk first raced: a trial frozen between writing its checkpoint and reporting it never lets the
+        # state name it). Then freeze the trial so the state, which lags by up to a second and prunes
+        # checkpoints meanwhile, settles on one that exists, and kill everything.
+        wait_for(lambda: retried_checkpoint_on_record(), 240, "a recorded checkpoint of the retried run", proc, log)
+        assert kill_trial_workers(proc.pid, signal.SIGSTOP), "no trial worker found in the study's session"
+        wait_for(lambda: (c := retried_checkpoint_on_record()) and c.is_dir(), 60, "a recorded checkpoint", proc, log)
     finally:
         kill_session(proc)
     (trial,) = trial_dirs(exp)
     trial_id = result_rows(trial)[0]["trial_id"]
     assert trial_statuses(exp).get(trial_id) != "TERMINATED", "killed too late: the trial had finished"
+    # the crash: on record, and retried from its checkpoint, not restarted
+    assert (trial / "error.txt").exists() and "resuming from" in tail(log, 10**6), tail(log)
+    retried = [row for row in result_rows(trial) if row["iterations_since_restore"] < row["training_iteration"]]
+    assert retried, "the crashed trial was restarted from scratch, not resumed"
     target = _offered_checkpoint(exp, trial_id)
     assert target is not None and target.is_dir(), f"no checkpoint recorded in the experiment state: {target}"
     assert any(p.name < target.name for p in checkpoints(trial)), "no older checkpoint left to fall back to"

@@ -1,8 +1,8 @@
 """`python -m study.run` (study.run): bad input refused before Ray, results refused to be overwritten,
 how many trials fit the cluster, and (marked ray) real studies end to end: results on disk, resume
-after SIGKILL (watched by the console and `cvae-study status` as it runs, is killed and ends), a
-crashed trial retried, --fresh, a diverged trial, the dashboard's token and GPUs Ray is told of
-(--smoke-test on a shipped study is test_driver.py's two-drivers study)."""
+after SIGKILL (watched by the console and `cvae-study status` as it runs, is killed and ends),
+--fresh, a diverged trial, the dashboard's token and GPUs Ray is told of (--smoke-test on a shipped
+study is test_driver.py's two-drivers study; a crashed trial retried is test_faults.py's)."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,7 @@ from study import run as study_run
 from study.run import main, refusal, trials_that_fit
 from study.spec import load_spec, smoke_spec
 from study_helpers import (CONTRACT, RAY_BIN, ROOT, SMOKE, StudyRun, checkpoints, copy_of, dashboard_get, kill_session,
-                           kill_trial_workers, overlap, ray_head, result_rows, run_cli, start_cli, study_cmd, tail,
+                           overlap, ray_head, result_rows, run_cli, session_titles, start_cli, study_cmd, tail,
                            trial_dirs, trial_span, trial_statuses, wait_for, wait_for_first_checkpoint, write_study)
 
 
@@ -232,7 +232,7 @@ def test_finished_study_refused_then_fresh_moves_it_aside(smoke_study: StudyRun,
     old_trials = {p.name for p in trial_dirs(exp)}
     r = run_cli(study_cmd(SMOKE), cwd, cache_dir, timeout=120)
     assert r.returncode == 2 and "--fresh" in r.stderr
-    r = run_cli(study_cmd(SMOKE, "--fresh"), cwd, cache_dir)
+    r = run_cli(study_cmd(SMOKE, "--fresh", "--max-concurrent", "1"), cwd, cache_dir)  # one trial process
     assert r.returncode == 0, r.stderr[-3000:]
     (aside,) = list((cwd / "results").glob("smoke.old-*"))
     assert {p.name for p in trial_dirs(aside)} == old_trials and (aside / "finished.json").exists()
@@ -279,6 +279,9 @@ def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path,
     try:
         _dashboard_answers_only_with_the_token(log, proc)
         wait_for_first_checkpoint(exp, proc, log)
+        titles = session_titles(proc.pid).values()
+        # the trials run in their actors, and the local Ray prestarted no idle workers beside them
+        assert any(t.startswith("ray::ImplicitFunc") for t in titles) and "ray::IDLE" not in titles, titles
         running = _status(exp, tmp_path, cache_dir)
         assert f"{exp}: running" in running and "ETA" in running, running
     finally:
@@ -316,29 +319,6 @@ def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path,
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path: Path, cache_dir: Path) -> None:
-    study = write_study(tmp_path / "crash.toml", study={"name": "crash", "num_samples": 1}, train={"epochs": 4},
-                        search={"max_failures": 1})
-    exp = tmp_path / "results" / "crash"
-    log = tmp_path / "crash.log"
-    proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
-    try:
-        wait_for(lambda: exp.is_dir() and any(len(checkpoints(t)) >= 2 for t in trial_dirs(exp)), 240,
-                 "a trial's second checkpoint", proc, log)
-        assert kill_trial_workers(proc.pid), "no trial worker found in the study's session"
-        assert proc.wait(timeout=300) == 0, tail(log)
-    finally:
-        kill_session(proc)
-    (trial,) = trial_dirs(exp)
-    rows = result_rows(trial)
-    assert sorted({row["epoch"] for row in rows}) == list(range(4)), tail(log)
-    assert rows[-1]["iterations_since_restore"] < rows[-1]["training_iteration"]  # resumed, not restarted
-    assert (trial / "error.txt").exists()  # the crash is on record
-    assert "resuming from" in tail(log, 10**6) and trial_statuses(exp) == {rows[-1]["trial_id"]: "TERMINATED"}
-
-
-@pytest.mark.ray
-@pytest.mark.slow
 def test_diverged_trial_ends_marked_and_the_study_completes(diverged_study: StudyRun) -> None:
     exp, r = diverged_study.exp, diverged_study.proc
     by_lr = {json.loads((t / "params.json").read_text())["lr"]: t for t in trial_dirs(exp)}
@@ -357,8 +337,8 @@ def test_diverged_trial_ends_marked_and_the_study_completes(diverged_study: Stud
 def test_trials_share_a_fake_gpu_and_never_touch_cuda(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray with 1 declared GPU and no CUDA: two trials of 0.5 GPU each run at once, both assigned
     GPU 0; device "auto" trains on the CPU (this torch has no CUDA at all, so anything initialising
-    CUDA would have failed the trial); a study asking for a GPU without --address (a local Ray that
-    finds none) is refused with exit 2."""
+    CUDA would have failed the trial); a study asking for a GPU without --address (where a local Ray
+    would find none) is refused with exit 2 before Ray starts."""
     root = Path(tempfile.mkdtemp(prefix="rg-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
     try:
         study = write_study(root / "gpu.toml", study={"name": "gpu", "num_samples": 2, "gpus_per_trial": 0.5},
@@ -369,6 +349,7 @@ def test_trials_share_a_fake_gpu_and_never_touch_cuda(cache_dir: Path, monkeypat
         assert r.returncode == 2, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         assert re.search(rf"error: {re.escape(str(study))}: study.gpus_per_trial: 0.5 asked for, but the Ray cluster "
                          r"has 0 GPUs \(\d+ CPUs?\)", r.stderr), r.stderr
+        assert "started a local Ray" not in r.stdout  # refused before Ray started: Ray's count, asked without it
         monkeypatch.setenv("RAY_AUTH_MODE", "token")  # as the head started below
         with ray_head(root, cache_dir, "--num-cpus=2", "--num-gpus=1") as address:
             r = run_cli(study_cmd(study, "--address", address, "--storage", str(root / "results")), root, cache_dir)

@@ -387,7 +387,7 @@ def test_seed_repeater_in_a_real_tune_run(tmp_path: Path) -> None:
     from ray import tune
 
     path = tmp_path / "tiny.toml"
-    path.write_text('[study]\nseeds = [0, 1]\nmax_concurrent = 2\n[search]\nsampler = "grid"\n'
+    path.write_text('[study]\nseeds = [0, 1]\nmax_concurrent = 1\n[search]\nsampler = "grid"\n'
                     "[space.kl_anneal_cycle]\nchoices = [2, 5]\n", encoding="utf-8")
     spec = load_spec(path)
     assert spec.num_trials == 4
@@ -398,7 +398,7 @@ def test_seed_repeater_in_a_real_tune_run(tmp_path: Path) -> None:
             tune.report({"val/psnr": 10.0 * cfg.train.kl_anneal_cycle + cfg.train.seed + epoch})
 
     db = tmp_path / "optuna.db"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # one trial process runs all 4
     try:
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": spec.cpus_per_trial}),

@@ -169,8 +169,9 @@ def test_study_on_s3_killed_resumed_refused_and_fresh(s3_server: str, tmp_path: 
     make_bucket(s3_server, "studies")
     for k, v in S3_ENV.items():
         monkeypatch.setenv(k, v)
-    epochs = 3
-    study = write_study(tmp_path / "s3.toml", study={"name": "s3", "num_samples": 3}, train={"epochs": epochs})
+    epochs = 3  # 2 trials one at a time: one trial process per run
+    study = write_study(tmp_path / "s3.toml", study={"name": "s3", "num_samples": 2, "max_concurrent": 1},
+                        train={"epochs": epochs})
     uri = f"s3://studies/lab4?{s3_server}"
     store = open_storage(uri)
 
@@ -195,13 +196,13 @@ def test_study_on_s3_killed_resumed_refused_and_fresh(s3_server: str, tmp_path: 
     names = store.names("s3")
     assert {"study.toml", "optuna.db", "best.toml", "report.html", "finished.json", "tuner.pkl"} <= names, names
     trials = [t for t in names if t.startswith("train_cvae_")]
-    assert len(trials) == 3 and all((store.names("s3", t) or set()) >= {"params.json", "result.json"} for t in trials)
+    assert len(trials) == 2 and all((store.names("s3", t) or set()) >= {"params.json", "result.json"} for t in trials)
     for t in trials:
         rows = [json.loads(x) for x in store.read_text("s3", t, "result.json").splitlines() if x.strip()]
         assert sorted({row["epoch"] for row in rows}) == list(range(epochs)), t  # nothing lost, 0-based
         assert any(n.startswith("checkpoint_") for n in store.names("s3", t))
-    assert json.loads(store.read_text("s3", "finished.json"))["trials"] == 3
-    assert complete_optuna_trials(store, "s3", tmp_path) == 3  # exported from the resumed search
+    assert json.loads(store.read_text("s3", "finished.json"))["trials"] == 2
+    assert complete_optuna_trials(store, "s3", tmp_path) == 2  # exported from the resumed search
     assert "# Best checkpoint: s3://studies/lab4/s3/" in store.read_text("s3", "best.toml")
     mirror = tmp_path / "results" / "s3" / "studies" / "lab4" / "s3"
     assert (mirror / "report.html").stat().st_size > 10_000

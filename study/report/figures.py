@@ -9,7 +9,6 @@ from typing import Any, Callable, Sequence
 
 import plotly.graph_objects as go
 import polars as pl
-from scipy import stats
 
 from study.tables import fmt_value, trial_arms
 from study.report.common import (FLOOR_LABEL, HEIGHT, PALETTE, Ctx, Figure, esc, floor_line, floor_of, guard, int_ticks, note,
@@ -120,6 +119,8 @@ def _running_interval(xs: Sequence[float],
             lows.append(head[0])
             highs.append(head[0])
         else:
+            from scipy import stats  # here, as study.compare does: a study without seeds never needs it
+
             ci = stats.ttest_1samp(head, 0.0).confidence_interval(level)
             lows.append(float(ci.low))
             highs.append(float(ci.high))
