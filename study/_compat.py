@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # written by Tune's driver (TuneController)
 SEARCHER_STATE_GLOB = "searcher-state-*.pkl"  # written by SearchGenerator.save_to_dir
+SEARCH_GEN_STATE_GLOB = "search_gen_state-*.json"  # written by SearchGenerator.save_to_dir, beside it
 TUNER_STATE = "tuner.pkl"  # ray.tune.impl.tuner_internal._TUNER_PKL: what Tuner.can_restore looks for
 LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {"prestart_worker_first_driver": False}  # Ray's ray_config_def.h
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from study.driver_state import keep_copies
 from study.place import REPORT
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,39 @@ class ReportCallback(Callback):
         self.stop()  # study.run builds the final report next: a build of older results is moot
 
 
+class StateCopies(Callback):
+    """Keeps the last whole copy of Tune's driver state files in `<study>/.driver-state/` (study.driver_state:
+    a driver killed while Tune copies one into the study folder leaves it cut short, and a resume puts
+    the copy back). Checked at most every `every_s` on Tune's steps; only changed files are read.
+    Picklable; after a restore it follows the study folder to where Tune's trials now are. Every
+    failure is logged, never raised."""
+
+    def __init__(self, study_dir: str | Path, every_s: float = 0.5) -> None:
+        self.study_dir = str(Path(study_dir).resolve())
+        self.every_s = every_s
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._last = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"study_dir": self.study_dir, "every_s": self.every_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["study_dir"], state.get("every_s", 0.5))
+
+    def on_step_end(self, iteration: int = 0, trials: Any = None, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        path = getattr(trials[0], "path", None) if trials else None  # a restored study may have moved
+        if isinstance(path, str) and Path(path).parent.is_dir():
+            self.study_dir = str(Path(path).parent.resolve())
+        try:
+            keep_copies(self.study_dir, self._seen)
+        except Exception:  # noqa: BLE001
+            log.exception("keeping a copy of Tune's state in %s failed (the study goes on)", self.study_dir)
+
+
 class TimeBudget(Callback):
     """Ends this run of the study after `seconds`, as Ctrl-C does: Tune saves its state, trials that
     have ended are kept, the running ones stay unfinished and the rest are not created; rerunning
@@ -189,4 +223,4 @@ class TimeBudget(Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
-__all__ = ["ReportCallback", "TimeBudget"]
+__all__ = ["ReportCallback", "StateCopies", "TimeBudget"]

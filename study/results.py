@@ -10,6 +10,7 @@ study.tables builds the tables from these; study.progress reads them for `cvae-s
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -63,9 +64,21 @@ def read_json(path: Path) -> Any:
         return None
 
 
+def _first_row_config(path: Path) -> Any:
+    """The "config" of a result.json's first row (Tune writes the trial's config into every row)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with path.open("rb") as f:
+            return json.loads(next(ln for ln in f if ln.strip())).get("config")
+    return None
+
+
 def trial_params(trial_dir: Path) -> dict[str, Any]:
-    """The trial's sampled values (params.json): scalar config fields and the seed only."""
+    """The trial's sampled values (params.json): scalar config fields and the seed only. A params.json
+    cut short (Tune's driver rewrites it in place, and may be killed meanwhile) is read from the
+    config Tune also writes into each result row."""
     raw = read_json(trial_dir / TRIAL_PARAMS) if (trial_dir / TRIAL_PARAMS).is_file() else None
+    if not isinstance(raw, dict):
+        raw = _first_row_config(trial_dir / TRIAL_RESULTS)
     if not isinstance(raw, dict):
         return {}
     # Only scalar config fields and the seed: the runner may add constants or Ray its own keys.

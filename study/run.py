@@ -38,6 +38,7 @@ from study._compat import LOCAL_RAY_SYSTEM_CONFIG, local_gpus, trial_states
 from study.analyze import StudyInfo
 from study.best import conclude
 from study.driver import DriverLock
+from study.driver_state import repair as repair_driver_state
 from study.manifest import record_run
 from study.place import BEST, FINISHED, OPTUNA_DB, REPORT, RESULTS_DIR, STUDY_COPY, Place, PlaceError, State, same_study, study_place
 from study.spec import SMOKE_TRIALS, StudyError, StudySpec, load_spec, main_error, smoke_spec
@@ -186,7 +187,7 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
     ResultGrid."""
     from ray import tune
 
-    from study.callbacks import ReportCallback, TimeBudget
+    from study.callbacks import ReportCallback, StateCopies, TimeBudget
     from study.space import make_scheduler, make_searcher, sqlite_storage
     from study.trainable import train_cvae
 
@@ -206,7 +207,8 @@ def run_study(spec: StudySpec, place: Place, dataset: Dataset | None, restore: b
     searcher = make_searcher(spec, sqlite_storage(place.exp_dir / OPTUNA_DB) if place.remote is None else None)
     # rebuilds report.html as trials end (logs, never raises); for a URI study the trials' results
     # are on the URI: the report is built once, at the end
-    hooks = [ReportCallback(place.exp_dir)] if place.remote is None else []
+    # and, in a local folder, keeps whole copies of Tune's state for a resume after a kill mid-write
+    hooks = [ReportCallback(place.exp_dir), StateCopies(place.exp_dir)] if place.remote is None else []
     if spec.time_budget_s is not None:
         hooks.append(TimeBudget(spec.time_budget_s))
     tuner = tune.Tuner(
@@ -302,6 +304,9 @@ def _plan(spec: StudySpec, place: Place, args: argparse.Namespace) -> bool:
         if args.max_concurrent is not None:
             print("note: --max-concurrent applies to new studies; a resumed one keeps its limit")
         print(f"resuming the unfinished study in {where}")
+        if place.remote is None:  # Tune's state files cut short by a kill mid-write: their whole copies
+            for line in repair_driver_state(place.exp_dir):
+                print(line)
         return True
     if args.resume:
         raise PlaceError(f"nothing to resume: {where} holds no unfinished study (run without --resume to start it)")

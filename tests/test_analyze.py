@@ -13,7 +13,7 @@ from fake_results import EPOCHS, HOLD, VAL_FRAMES, write_fake_study
 
 from study.analyze import read_study
 from study.ranking import trial_objective
-from study.results import read_results
+from study.results import read_results, trial_params
 from study.tables import CONFIG_SCHEMA, STATUSES, analyze, build_tables, load_tables, ranking, setting_label, winner
 from study_helpers import StudyRun
 
@@ -215,6 +215,20 @@ def test_read_results_nonfinite_and_empty(tmp_path: Path) -> None:
     p.write_text("")
     assert read_results(p).height == 0
     assert read_results(tmp_path / "missing.json").height == 0
+
+
+def test_params_cut_short_are_read_from_the_result_rows(tmp_path: Path) -> None:
+    """Tune's driver rewrites params.json in place on every sync: one killed meanwhile is empty or cut
+    short, and the trial's sampled values come from the config Tune writes into each result row."""
+    trial = tmp_path / "train_cvae_1"
+    trial.mkdir()
+    config = {"tfr": 0.25, "kl_anneal_type": "Cyclical", "seed": 2}
+    (trial / "result.json").write_text(json.dumps({"epoch": 0, "config": config}) + "\n")
+    for cut in ("", '{"tfr": 0.2'):
+        (trial / "params.json").write_text(cut)
+        assert trial_params(trial) == config
+    (trial / "params.json").write_text(json.dumps({"tfr": 0.5, "kl_anneal_type": "None", "seed": 0}))
+    assert trial_params(trial)["tfr"] == 0.5  # a whole params.json is the record
 
 
 @pytest.mark.slow
