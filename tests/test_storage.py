@@ -18,7 +18,7 @@ import pytest
 from study.place import state_of
 from study.run import main
 from study.storage import StorageError, is_uri, open_storage
-from study_helpers import SMOKE, kill_session, run_cli, start_cli, study_cmd, wait_for, write_study
+from study_helpers import SMOKE, kill_session, run_cli, start_cli, study_cmd, tail, wait_for, write_study
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true",
           "AWS_DEFAULT_REGION": "us-east-1"}
@@ -165,7 +165,7 @@ def test_study_on_s3_killed_resumed_refused_and_fresh(s3_server: str, tmp_path: 
     SIGKILL the driver once a checkpoint is there; the same command resumes it from the bucket (a
     new, empty mirror) and every trial ends with all its epochs; the driver mirrors the results for
     best.toml and the report and uploads those; a rerun is refused, --fresh moves the old study aside
-    on the bucket. (One study for what were two tests, `test_study_on_s3` and `test_killed_study_on_s3_resumes`.)"""
+    on the bucket and starts anew. (One study for what were two tests, `test_study_on_s3` and `test_killed_study_on_s3_resumes`.)"""
     make_bucket(s3_server, "studies")
     for k, v in S3_ENV.items():
         monkeypatch.setenv(k, v)
@@ -211,8 +211,13 @@ def test_study_on_s3_killed_resumed_refused_and_fresh(s3_server: str, tmp_path: 
     again = run_cli(study_cmd(study, "--storage", uri), tmp_path, cache_dir)
     assert again.returncode == 2 and "s3://studies/lab4/s3 already holds a finished study" in again.stderr
 
-    fresh = run_cli(study_cmd(study, "--storage", uri, "--fresh"), tmp_path, cache_dir)
-    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    # --fresh moves it aside on the bucket and starts anew there (killed once begun: the rest is the run above)
+    log = tmp_path / "fresh.log"
+    proc = start_cli(study_cmd(study, "--storage", uri, "--fresh"), tmp_path, cache_dir, log)
+    try:
+        wait_for(lambda: "plan: " in tail(log, 10**6), 120, "the fresh study's plan", proc, log)
+    finally:
+        kill_session(proc)
     old = [n for n in store.names() if n.startswith("s3.old-")]
-    assert len(old) == 1 and "finished.json" in store.names(old[0])
-    assert "finished.json" in store.names("s3")
+    assert len(old) == 1 and {"finished.json", *trials} <= store.names(old[0])
+    assert not (store.names("s3") or set()) & {"finished.json", *trials}  # none of the old study left in place
