@@ -378,37 +378,3 @@ def test_shipped_studies_make_searchers(path: Path) -> None:
     config = searcher.suggest("a")
     assert config is not None
     spec.config_for(config)
-
-
-@pytest.mark.ray
-def test_seed_repeater_in_a_real_tune_run(tmp_path: Path) -> None:
-    """2 grid points x 2 seeds through Ray Tune: every trial gets its seed, Optuna gets the means."""
-    import ray
-    from ray import tune
-
-    path = tmp_path / "tiny.toml"
-    path.write_text('[study]\nseeds = [0, 1]\nmax_concurrent = 1\n[search]\nsampler = "grid"\n'
-                    "[space.kl_anneal_cycle]\nchoices = [2, 5]\n", encoding="utf-8")
-    spec = load_spec(path)
-    assert spec.num_trials == 4
-
-    def trainable(config: dict[str, Any]) -> None:
-        cfg = spec.config_for(config)
-        for epoch in range(2):
-            tune.report({"val/psnr": 10.0 * cfg.train.kl_anneal_cycle + cfg.train.seed + epoch})
-
-    db = tmp_path / "optuna.db"
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # one trial process runs all 4
-    try:
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": spec.cpus_per_trial}),
-            tune_config=tune.TuneConfig(search_alg=make_searcher(spec, sqlite_storage(db)), num_samples=spec.num_trials),
-            run_config=tune.RunConfig(storage_path=str(tmp_path / "results"), name=spec.name, verbose=0),
-        )
-        results = tuner.fit()
-    finally:
-        ray.shutdown()
-    runs = sorted((r.config["kl_anneal_cycle"], r.config["seed"], r.metrics["val/psnr"]) for r in results)
-    assert runs == [(2, 0, 21.0), (2, 1, 22.0), (5, 0, 51.0), (5, 1, 52.0)]
-    study = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{db}")
-    assert sorted((t.params["kl_anneal_cycle"], t.value) for t in study.trials) == [(2, 21.5), (5, 51.5)]

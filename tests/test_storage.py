@@ -67,7 +67,7 @@ def make_bucket(query: str, bucket: str) -> None:
     s3.create_dir(bucket)
 
 
-def complete_optuna_trials(store: Any, name: str, tmp: Path) -> int:
+def complete_optuna_trials(store: Any, name: str, tmp: Path) -> list[Any]:
     """Completed trials of the optuna.db on the bucket (downloaded, opened with optuna.load_study)."""
     import optuna
 
@@ -75,7 +75,7 @@ def complete_optuna_trials(store: Any, name: str, tmp: Path) -> int:
     with store.fs.open_input_stream(store.path(name, "optuna.db")) as f:
         db.write_bytes(f.read())
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
-    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
 def test_is_uri() -> None:
@@ -165,13 +165,15 @@ def test_study_on_s3_killed_resumed_refused_and_fresh(s3_server: str, tmp_path: 
     SIGKILL the driver once a checkpoint is there; the same command resumes it from the bucket (a
     new, empty mirror) and every trial ends with all its epochs; the driver mirrors the results for
     best.toml and the report and uploads those; a rerun is refused, --fresh moves the old study aside
-    on the bucket and starts anew. (One study for what were two tests, `test_study_on_s3` and `test_killed_study_on_s3_resumes`.)"""
+    on the bucket and starts anew. The study is one setting run with 2 seeds, through the seed repeater:
+    each trial gets its seed and Optuna the mean of their scores. (One study for what were three tests:
+    `test_study_on_s3`, `test_killed_study_on_s3_resumes` and test_space's seed repeater in a Tune run.)"""
     make_bucket(s3_server, "studies")
     for k, v in S3_ENV.items():
         monkeypatch.setenv(k, v)
-    epochs = 3  # 2 trials one at a time: one trial process per run
-    study = write_study(tmp_path / "s3.toml", study={"name": "s3", "num_samples": 2, "max_concurrent": 1},
-                        train={"epochs": epochs})
+    epochs = 3  # 1 setting x 2 seeds = 2 trials, one at a time: one trial process per run
+    study = write_study(tmp_path / "s3.toml", study={"name": "s3", "num_samples": 1, "seeds": [0, 1],
+                                                     "max_concurrent": 1}, train={"epochs": epochs})
     uri = f"s3://studies/lab4?{s3_server}"
     store = open_storage(uri)
 
@@ -197,12 +199,19 @@ def test_study_on_s3_killed_resumed_refused_and_fresh(s3_server: str, tmp_path: 
     assert {"study.toml", "optuna.db", "best.toml", "report.html", "finished.json", "tuner.pkl"} <= names, names
     trials = [t for t in names if t.startswith("train_cvae_")]
     assert len(trials) == 2 and all((store.names("s3", t) or set()) >= {"params.json", "result.json"} for t in trials)
+    runs = {}
     for t in trials:
         rows = [json.loads(x) for x in store.read_text("s3", t, "result.json").splitlines() if x.strip()]
         assert sorted({row["epoch"] for row in rows}) == list(range(epochs)), t  # nothing lost, 0-based
         assert any(n.startswith("checkpoint_") for n in store.names("s3", t))
+        params = json.loads(store.read_text("s3", t, "params.json"))
+        runs[params.pop("seed")] = (params, max(row["val/psnr"] for row in rows), rows[0]["train/loss"])
     assert json.loads(store.read_text("s3", "finished.json"))["trials"] == 2
-    assert complete_optuna_trials(store, "s3", tmp_path) == 2  # exported from the resumed search
+    # the seed repeater: one sampled setting, each trial its seed (which trains differently), and
+    # Optuna (exported from the resumed search) one trial valued the mean of the seeds' scores
+    assert sorted(runs) == [0, 1] and runs[0][0] == runs[1][0] and runs[0][2] != runs[1][2], runs
+    (setting,) = complete_optuna_trials(store, "s3", tmp_path)
+    assert setting.params == runs[0][0] and setting.value == pytest.approx((runs[0][1] + runs[1][1]) / 2)
     assert "# Best checkpoint: s3://studies/lab4/s3/" in store.read_text("s3", "best.toml")
     mirror = tmp_path / "results" / "s3" / "studies" / "lab4" / "s3"
     assert (mirror / "report.html").stat().st_size > 10_000
