@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -101,15 +102,9 @@ def asha_max_t(scheduler: Any) -> int:
     return int(scheduler._max_t)
 
 
-__all__ = ["EXPERIMENT_STATE_GLOB", "SEARCHER_STATE_GLOB", "TUNER_STATE", "asha_max_t", "restorable", "searcher_study",
-           "tpe_options", "trial_states"]
-
-
 def local_gpus() -> float | None:
     """The GPUs ray.init would find on this machine (Ray's detection, as its node resolves its
     resources); None when Ray's private function has moved or RAY_OVERRIDE_RESOURCES overrides it."""
-    import os
-
     if "RAY_OVERRIDE_RESOURCES" in os.environ:
         return None
     try:
@@ -122,3 +117,8 @@ def local_gpus() -> float | None:
     except Exception as e:  # noqa: BLE001 - Ray moved it: let the Ray that starts count
         log.debug("Ray's accelerator detection is not where it was (%s): Ray will count the GPUs", e)
         return None
+
+
+__all__ = ["EXPERIMENT_STATE_GLOB", "LOCAL_RAY_SYSTEM_CONFIG", "SEARCHER_STATE_GLOB", "SEARCH_GEN_STATE_GLOB", "TUNER_STATE",
+           "asha_max_t", "local_gpus", "restorable", "searcher_study", "tpe_options", "trial_states"]
+

@@ -28,6 +28,15 @@ def _lower_priority() -> None:  # in the report build's child process: trials co
     os.nice(10)
 
 
+def study_dir_of(trial: Any, known: str) -> str:
+    """Where the study folder of Tune's `trial` is now (a restored experiment may have moved with its
+    folder: its trials know where it is), else `known`."""
+    path = getattr(trial, "path", None)
+    if isinstance(path, str) and Path(path).parent.is_dir():
+        return str(Path(path).parent.resolve())
+    return known
+
+
 class ReportCallback(Callback):
     """Rebuilds results/<study>/report.html whenever a trial completes or errors.
 
@@ -59,10 +68,7 @@ class ReportCallback(Callback):
         self.__init__(state["study_dir"], state.get("background", True), state.get("min_interval_s", 60.0))
 
     def _follow(self, trial: Any) -> None:
-        # A restored experiment may have moved with its folder: its trials know where it is now.
-        path = getattr(trial, "path", None)
-        if isinstance(path, str) and Path(path).parent.is_dir():
-            self.study_dir = str(Path(path).parent.resolve())
+        self.study_dir = study_dir_of(trial, self.study_dir)
 
     def _rebuild(self, why: str) -> None:
         if not self.background:
@@ -182,9 +188,8 @@ class StateCopies(Callback):
         if now - self._last < self.every_s:
             return
         self._last = now
-        path = getattr(trials[0], "path", None) if trials else None  # a restored study may have moved
-        if isinstance(path, str) and Path(path).parent.is_dir():
-            self.study_dir = str(Path(path).parent.resolve())
+        if trials:
+            self.study_dir = study_dir_of(trials[0], self.study_dir)
         try:
             keep_copies(self.study_dir, self._seen)
         except Exception:  # noqa: BLE001

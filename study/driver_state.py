@@ -3,9 +3,9 @@
 Tune's driver writes its experiment state (`experiment_state-*.json`), its search generator's
 (`search_gen_state-*.json`, a pickle despite its name) and its searcher's (`searcher-state-*.pkl`)
 into a staging folder and copies them into the study folder every second or so, overwriting them
-in place. A driver killed
-during a copy (SIGKILL, the out-of-memory killer, a power cut) leaves one cut short, often empty;
-Tuner.restore then fails on it, and Tune's answer is to start the run over beside the old trials.
+in place. A driver killed during a copy (SIGKILL, the out-of-memory killer, a power cut) leaves one
+cut short, often empty; Tuner.restore then fails on it, and Tune's answer is to start the run over
+beside the old trials.
 So while a study runs, `study.callbacks.StateCopies` keeps the last whole version of each in
 `<study>/.driver-state/` (`keep_copies`: copied when it changes and reads back whole, written
 atomically), and before a resume `study.run` calls `repair`, which puts back the copy of any file
@@ -15,12 +15,11 @@ whole or not at all.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 import time
 from pathlib import Path
 
+from cvae.submission import atomic_write
 from study._compat import EXPERIMENT_STATE_GLOB, SEARCH_GEN_STATE_GLOB, SEARCHER_STATE_GLOB
 from study.place import PlaceError
 
@@ -36,21 +35,14 @@ def reads_whole(data: bytes) -> bool:
             pickle.loads(data)  # noqa: S301 - the study's own searcher state, as Tune itself loads it
         else:
             json.loads(data)
-    except Exception:  # noqa: BLE001 - whatever a cut-short file raises
+    except Exception:  # noqa: BLE001 - whatever a cut-short file raises (an empty one is no JSON)
         return False
-    return bool(data)
+    return True
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def keep_copies(exp_dir: str | Path, seen: dict[str, tuple[int, int]]) -> list[str]:
@@ -69,7 +61,7 @@ def keep_copies(exp_dir: str | Path, seen: dict[str, tuple[int, int]]) -> list[s
             except OSError:
                 continue
             if reads_whole(data):
-                _write_atomic(exp_dir / COPIES_DIR / path.name, data)
+                _write(exp_dir / COPIES_DIR / path.name, data)
                 seen[path.name] = (st.st_mtime_ns, st.st_size)
                 copied.append(path.name)
     return copied
@@ -94,7 +86,7 @@ def repair(exp_dir: str | Path) -> list[str]:
             raise PlaceError(f"{newest} is cut short ({len(data)} bytes: its driver was killed while Ray Tune "
                              f"was writing it) and no whole copy of it was kept in {copy.parent}, so the study "
                              f"cannot be resumed; --fresh moves it aside (deleting nothing) and starts over")
-        _write_atomic(newest, copy.read_bytes())
+        _write(newest, copy.read_bytes())
         saved = time.strftime("%H:%M:%S", time.localtime(copy.stat().st_mtime))
         done.append(f"{newest.name} was cut short ({len(data)} bytes) when its driver was killed: "
                     f"put back its last whole copy (saved {saved})")

@@ -120,12 +120,12 @@ def start_ray(address: str | None, cpus_per_trial: float, gpus_per_trial: float 
         # Ray counts the GPUs itself (CUDA_VISIBLE_DEVICES is respected): what it would count refuses
         # a study no trial of which fits before Ray starts. No idle workers prestarted for this
         # driver: the trials never use them (study._compat.LOCAL_RAY_SYSTEM_CONFIG).
-        gpus = local_gpus()
-        why = None if gpus is None else refusal({"CPU": float(available_cpus()), "GPU": gpus}, cpus_per_trial,
-                                                gpus_per_trial, source)
+        cpus, gpus = available_cpus(), local_gpus()
+        why = None if gpus is None else refusal({"CPU": float(cpus), "GPU": gpus}, cpus_per_trial, gpus_per_trial,
+                                                source)
         if why:
             raise StudyRunError(why)
-        ctx = ray.init(address="local", num_cpus=available_cpus(), include_dashboard=True, dashboard_host="127.0.0.1",
+        ctx = ray.init(address="local", num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1",
                        _system_config=LOCAL_RAY_SYSTEM_CONFIG, **_quiet_workers())
         where = "started a local Ray"
     resources = {k: float(v) for k, v in ray.cluster_resources().items()}
