@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import logging
 import re
 import sys
@@ -255,9 +256,11 @@ def check_tables(raw: Mapping[str, Any], tables: Mapping[str, typing.Collection[
             raise ConfigError(name, f"must be a table ([{name}]), got {type(raw[name]).__name__}")
 
 
-def field_types(klass: type) -> dict[str, Any]:
-    """Resolved type hints of a config dataclass's fields."""
-    return typing.get_type_hints(klass)
+@functools.cache
+def field_types(klass: type) -> types.MappingProxyType[str, Any]:
+    """Resolved type hints of a config dataclass's fields (read-only; resolved once per class, as
+    resolving them is most of the cost of building a config)."""
+    return types.MappingProxyType(typing.get_type_hints(klass))
 
 
 def coerce(key: str, value: Any, hint: Any) -> Any:

@@ -270,10 +270,11 @@ def test_cvae_study_predict_takes_the_ranked_best_checkpoint(one: Path, tmp_path
     assert 'id="test-score"' not in Path(build_report(exp)).read_text(encoding="utf-8")  # another run's score
 
 
-def test_cvae_study_predict_needs_a_study_with_a_best_checkpoint(one: Path, tmp_path: Path,
+def test_cvae_study_predict_needs_a_study_with_a_best_checkpoint(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from study.cli import main
 
+    one = tmp_path / "split"  # never read: both are refused before the data is looked at
     out = tmp_path / "out"
     assert main(["predict", "--data", str(one), "--out", str(out)]) == 2  # neither RESULTS_DIR nor --checkpoint
     assert "one of them" in capsys.readouterr().err

@@ -13,16 +13,15 @@ import pytest
 
 from study_helpers import CONTRACT, PYTHON, StudyRun, result_rows, trial_dirs
 
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
-                                        reason="tensorboard is in the [ui] and [dev] extras")
-optuna_dashboard = pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is in the [ui] and [dev] extras")
-
 TB_PREFIX = "ray/tune/"  # Ray Tune's TensorBoard logger files every metric under this tag prefix
 
 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_tensorboard_events_hold_every_trials_metrics(smoke_study: StudyRun) -> None:
+    # imported here, not at the top: make test-fast collects this file without running it
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
+                                            reason="tensorboard is in the [ui] and [dev] extras")
     for trial in trial_dirs(smoke_study.exp):
         (events,) = trial.glob("events.out.tfevents.*")
         acc = event_accumulator.EventAccumulator(str(events), size_guidance={event_accumulator.SCALARS: 0})
@@ -40,6 +39,7 @@ def test_tensorboard_events_hold_every_trials_metrics(smoke_study: StudyRun) -> 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_optuna_dashboard_serves_the_study(smoke_study: StudyRun) -> None:
+    optuna_dashboard = pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is in the [ui] and [dev] extras")
     app = optuna_dashboard.wsgi(f"sqlite:///{smoke_study.exp / 'optuna.db'}")
     environ: dict = {"PATH_INFO": "/api/studies", "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
     setup_testing_defaults(environ)
