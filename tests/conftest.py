@@ -136,7 +136,8 @@ def _shared(tmp_path_factory: pytest.TempPathFactory, key: str, run: Callable[[P
 def smoke_study(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> StudyRun:
     """search_spaces/smoke.toml, finished, as a user types it: `cd <tmp> && python -m study.run
     <repo>/search_spaces/smoke.toml` (3 TPE trials, storage the default results/)."""
-    return _shared(tmp_path_factory, "smoke-study", lambda cwd: _ran(study_cmd(SMOKE), cwd, cache_dir, "smoke"))
+    return _shared(tmp_path_factory, "smoke-study", lambda cwd: _ran(study_cmd(SMOKE, dashboard=True), cwd, cache_dir,
+                                                                     "smoke"))
 
 
 @pytest.fixture(scope="session")

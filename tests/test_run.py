@@ -105,6 +105,16 @@ def test_resume_needs_something_to_resume(smoke_file: Path, tmp_path: Path,
     assert "nothing to resume" in capsys.readouterr().err
 
 
+def test_no_dashboard_is_for_a_local_ray_only(smoke_file: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # a cluster's dashboard is the cluster's: asking to leave it out while joining one is refused
+    with pytest.raises(SystemExit) as info:
+        main([str(smoke_file), "--storage", str(tmp_path / "results"), "--address", "127.0.0.1:6379", "--no-dashboard"])
+    assert info.value.code == 2
+    assert "--no-dashboard: not allowed with argument --address" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
 def test_changed_study_file_is_not_resumed(smoke_file: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     exp = tmp_path / "results" / "smoke"
@@ -286,7 +296,7 @@ def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path,
     spec = load_spec(study)
     exp = tmp_path / "results" / "resume"
     log = tmp_path / "first.log"
-    proc = start_cli(study_cmd(study), tmp_path, cache_dir, log)
+    proc = start_cli(study_cmd(study, dashboard=True), tmp_path, cache_dir, log)
     try:
         _dashboard_answers_only_with_the_token(log, proc)
         wait_for_first_checkpoint(exp, proc, log)
@@ -316,6 +326,8 @@ def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path,
     r = run_cli(study_cmd(study, "--verbose"), tmp_path, cache_dir)
     assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     assert "resuming the unfinished study" in r.stdout and "== Status ==" in r.stdout
+    # resumed with --no-dashboard (study_cmd's default): Ray itself gave no dashboard URL to print
+    assert "started a local Ray without its dashboard (--no-dashboard)" in r.stdout and "Ray dashboard:" not in r.stdout
     assert f"{state.name} was cut short (0 bytes) when its driver was killed: put back its last whole copy" in r.stdout
     assert "Failed to restore" not in r.stdout + r.stderr
     assert not (exp / "driver.json").exists()

@@ -35,9 +35,11 @@ def test_local_ray_dashboard_binds_to_loopback(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(ray, "init", fake_init)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     study_run.start_ray(None, 1)
-    (kwargs,) = calls
-    assert kwargs["address"] == "local"  # never someone else's cluster by accident
-    assert kwargs["include_dashboard"] is True and kwargs["dashboard_host"] == "127.0.0.1"
+    study_run.start_ray(None, 1, dashboard=False)  # --no-dashboard
+    default, without = calls
+    assert default["address"] == without["address"] == "local"  # never someone else's cluster by accident
+    assert default["include_dashboard"] is True and default["dashboard_host"] == "127.0.0.1"
+    assert without["include_dashboard"] is False
 
 
 class _Payload:
