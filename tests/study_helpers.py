@@ -228,6 +228,16 @@ def write_study(path: Path, base: Path = SMOKE, space: dict[str, Any] | None = N
     return path
 
 
+def make_dataset(root: Path, frames: int = 2) -> Path:
+    """A folder in the lab's layout (train/ and val/, img and label), `frames` files each, not decodable:
+    enough for the checks that look at the layout only (the study file's data.root, the manifest)."""
+    for sub in ("train/train_img", "train/train_label", "val/val_img", "val/val_label"):
+        (root / sub).mkdir(parents=True)
+        for i in range(frames):
+            (root / sub / f"frame{i}.png").write_bytes(b"not decoded here")
+    return root
+
+
 def trial_statuses(exp_dir: Path) -> dict[str, str]:
     """trial id -> Tune status, from the newest experiment state Tune saved on disk."""
     # Newest by the start time in the name: a restored run re-syncs the older files at its end, so

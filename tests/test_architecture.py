@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from fake_results import write_fake_study
+from study_helpers import ROOT
 
 
 def _modules_after(code: str) -> set[str]:

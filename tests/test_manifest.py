@@ -9,12 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_spec import make_dataset  # a lab-layout folder of 2 (undecodable) frames per split
 
 from cvae.config import DataConfig
 from study.manifest import code_version, dataset_record, fingerprint, read_manifest, record_run
 from study.place import MANIFEST, Place, state_of
 from study.spec import StudySpec, load_spec
+from study_helpers import make_dataset  # a lab-layout folder of 2 (undecodable) frames per split
 
 SPLITS = ("train/train_img", "train/train_label", "val/val_img", "val/val_label")
 

@@ -17,8 +17,8 @@ from study._compat import asha_max_t
 from study.space import (SEED_KEY, SeedRepeater, define_by_run, export_searcher_study, grid_queue, make_sampler, make_scheduler, make_searcher,
                          optuna_search, sqlite_storage)
 from study.spec import StudySpec, load_spec
+from study_helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPACE = """

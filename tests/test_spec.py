@@ -9,13 +9,13 @@ import pytest
 from cvae.config import Config, ConfigError, load_config
 from study.analyze import read_study
 from study.spec import StudyError, StudySpec, load_spec, main_error, parse_spec, smoke_spec
+from study_helpers import ROOT, make_dataset
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "search_spaces/lab"
 LABLIKE = ROOT / "search_spaces/lablike"
 STUDIES = sorted([*(ROOT / "search_spaces").glob("*.toml"), *LAB.glob("*.toml"), *LABLIKE.glob("*.toml")])
@@ -26,14 +26,6 @@ def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def make_dataset(root: Path, frames: int = 2) -> Path:
-    for sub in ("train/train_img", "train/train_label", "val/val_img", "val/val_label"):
-        (root / sub).mkdir(parents=True)
-        for i in range(frames):
-            (root / sub / f"frame{i}.png").write_bytes(b"not decoded here")
-    return root
 
 
 def assert_error(path: Path, key: str, contains: str = "") -> StudyError:

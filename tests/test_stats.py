@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from cvae import stats
+from study_helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_still_video_has_infinite_floors() -> None:
