@@ -34,13 +34,16 @@ class Best:
     value: float
     n: int  # seeds scored
     floor: float | None  # val/psnr_hold at the scoring epoch of its best trial
+    running: int = 0  # of those seeds, the ones still training (scored by their epochs so far)
 
     def line(self, metric: str, short: bool = False) -> str:
         over = self.floor is not None and metric == VAL_PSNR
         if short:
             return f"best {self.setting}: {self.value:.2f}" + (f" ({self.value - self.floor:+.2f} dB vs floor)" if over else "")
         margin = f", {self.value - self.floor:+.2f} dB over the floor" if over else ""
-        seeds = f" (mean of {self.n} seeds)" if self.n > 1 else ""
+        still = f"{self.running} still running" if self.running else ""
+        seeds = (f" (mean of {self.n} seeds{', ' + still if still else ''})" if self.n > 1
+                 else f" ({still})" if still else "")
         return f"best {self.setting}: {metric} {self.value:.2f}{seeds}{margin}"
 
 
@@ -60,7 +63,8 @@ def best_so_far(exp_dir: str | Path, info: Any = None) -> tuple[Best | None, Any
         return None, tables
     rows = tables.epochs.filter((pl.col("trial_id") == best["best_trial_id"]) & (pl.col("epoch") == best["best_epoch"]))
     floor = rows[VAL_PSNR_HOLD][0] if rows.height and VAL_PSNR_HOLD in rows.columns else None
-    return Best(best["setting"], float(best["mean"]), int(best["n"]), float(floor) if finite(floor) else None), tables
+    return Best(best["setting"], float(best["mean"]), int(best["n"]), float(floor) if finite(floor) else None,
+                int(best["n_running"])), tables
 
 
 @dataclass

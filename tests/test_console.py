@@ -22,7 +22,7 @@ from study.analyze import read_study
 from study.tables import analyze, ranking, winner
 from study.cli import main as cli
 from study.console import StudyConsole
-from study.progress import fmt_s, live_progress, snapshot
+from study.progress import Best, fmt_s, live_progress, snapshot
 from study.driver import STALE_S, DriverLock, Mark, study_state
 from study.place import Place
 from study_helpers import ROOT
@@ -43,6 +43,14 @@ def test_live_progress_counts_trials_and_estimates_from_epoch_times() -> None:
     assert p.eta_s == pytest.approx(14 * 2.0 / 2)  # two at a time
     line = p.line("val/psnr")
     assert "2/6 trials done, 1 running, 3 pending (1 errored)" in line and "ETA 14s" in line
+
+
+def test_the_best_line_says_how_many_of_its_seeds_still_run() -> None:
+    assert Best("None", 30.0, 3, 20.0).line("val/psnr") == "best None: val/psnr 30.00 (mean of 3 seeds), +10.00 dB over the floor"
+    assert Best("None", 30.0, 3, 20.0, running=1).line("val/psnr") == \
+        "best None: val/psnr 30.00 (mean of 3 seeds, 1 still running), +10.00 dB over the floor"
+    assert Best("None", 30.0, 1, None, running=1).line("val/psnr") == "best None: val/psnr 30.00 (1 still running)"
+    assert Best("None", 30.0, 1, None).line("val/psnr") == "best None: val/psnr 30.00"
 
 
 def test_fmt_s() -> None:
@@ -131,6 +139,8 @@ def test_status_of_a_running_and_of_an_interrupted_study(tmp_path: Path, capsys:
     assert study_state(exp) == "running"  # Tune's state saved just now: a live driver
     _, p = snapshot(exp)
     assert p.running == 1 and p.pending == 1 and p.eta_s is not None
+    best = winner(ranking(analyze(exp), read_study(exp)))
+    assert p.best is not None and (p.best.n, p.best.running) == (best["n"], best["n_running"])
     old = time.time() - 2 * STALE_S
     for f in exp.glob(EXPERIMENT_STATE_GLOB):
         os.utime(f, (old, old))
