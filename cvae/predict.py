@@ -36,7 +36,8 @@ from cvae.data import DatasetError, to_tensor
 from cvae.device import choose_threads, resolve_device
 from cvae.evaluate import load_model
 from cvae.model import CVAE
-from cvae.submission import FRAME_SHAPE, SEQ_FRAMES, atomic_write, quantize, to_rows, write_submission
+from cvae.files import atomic_write
+from cvae.submission import FRAME_SHAPE, SEQ_FRAMES, quantize, to_rows, write_submission
 from cvae.testsplit import TestSplit, load_test_split
 
 SUBMISSION = "submission.csv"

@@ -10,12 +10,12 @@ all rows. The leaderboard scores rows 1..600 of each sequence (PSNR, data range 
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+from cvae.files import atomic_write
 
 FRAME_SHAPE: tuple[int, int, int] = (3, 32, 64)  # (C, H, W) of a submitted frame: the lab's size
 VALUES = FRAME_SHAPE[0] * FRAME_SHAPE[1] * FRAME_SHAPE[2]  # 6144 values per row
@@ -62,19 +62,8 @@ def encode_rows(rows: np.ndarray, first_id: int) -> bytes:
     return np.concatenate([ids, cells, last], axis=1).tobytes().replace(b"\0", b"")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a file through a temp name beside it, renamed into place: a failure or an interrupt never
-    leaves half a file at `path` (predict writes all its outputs this way)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_submission(path: str | Path, rows: np.ndarray, chunk: int = SEQ_FRAMES) -> Path:
-    """Write rows (N, 6144) uint8 as a submission CSV, atomically (see atomic_write)."""
+    """Write rows (N, 6144) uint8 as a submission CSV, atomically (cvae.files.atomic_write)."""
     path = Path(path)
 
     def write(tmp: Path) -> None:
@@ -142,4 +131,4 @@ def read_submission(path: str | Path) -> np.ndarray:
 
 
 __all__ = ["COLUMNS", "FRAME_SHAPE", "HEADER", "PUBLIC_SEQUENCES", "SCORED", "SEQ_FRAMES", "VALUES", "SubmissionError",
-           "atomic_write", "encode_rows", "quantize", "read_submission", "to_rows", "write_submission"]
+           "encode_rows", "quantize", "read_submission", "to_rows", "write_submission"]

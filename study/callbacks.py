@@ -18,6 +18,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from cvae.files import temp_path
 from study.driver_state import keep_copies
 from study.place import REPORT
 
@@ -147,7 +148,7 @@ class ReportCallback(Callback):
             proc.kill()
         proc.wait()
         err.close()
-        Path(self.study_dir, f".{REPORT}.{proc.pid}.tmp").unlink(missing_ok=True)
+        temp_path(Path(self.study_dir, REPORT), proc.pid).unlink(missing_ok=True)
 
     def on_trial_complete(self, iteration: int = 0, trials: Any = None, trial: Any = None, **info: Any) -> None:
         self._follow(trial)

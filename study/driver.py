@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cvae.files import atomic_write_text
 from study.place import DRIVER, PlaceError, State
 
 if TYPE_CHECKING:
@@ -257,9 +258,7 @@ class DriverLock:
     def _write_mark(self) -> None:
         self.me = Mark(self.me.pid, self.me.host, self.me.started, time.time(), self.me.command)
         with contextlib.suppress(OSError):
-            tmp = self.place.exp_dir / f".{DRIVER}.tmp"
-            tmp.write_text(self.me.text(), encoding="utf-8")
-            tmp.replace(self.place.exp_dir / DRIVER)
+            atomic_write_text(self.place.exp_dir / DRIVER, self.me.text())
         if self.place.remote is not None:
             self._upload_mark()
 

@@ -19,7 +19,7 @@ import pickle
 import time
 from pathlib import Path
 
-from cvae.submission import atomic_write
+from cvae.files import atomic_write
 from study._compat import EXPERIMENT_STATE_GLOB, SEARCH_GEN_STATE_GLOB, SEARCHER_STATE_GLOB
 from study.place import PlaceError
 

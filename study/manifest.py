@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cvae.config import DataConfig
+from cvae.files import atomic_write_text
 from study.place import MANIFEST, Place
 from study.spec import StudySpec
 
@@ -309,9 +310,7 @@ def record_run(place: Place, spec: StudySpec, resumed: bool, code_dir: Path = CO
         warning = (f"{place.shown()} resumes on other code or data than its last run ({runs[-1].started}): "
                    f"{'; '.join(what)}. Trials before and after may not compare.")
     body = {"runs": [dataclasses.asdict(r) for r in [*runs, new]]}
-    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a reader (status, the report) never sees half a file
+    atomic_write_text(path, json.dumps(body, indent=1) + "\n")  # a reader (status, the report) never sees half a file
     place.push(MANIFEST)
     log.info("manifest %s: run %d recorded", path, len(runs) + 1)
     return warning

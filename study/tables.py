@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import polars as pl
 
 from cvae.checkpoint import CONFIG_FILE, FRAMES_FILE, MANIFEST_FILE
 from cvae.config import SECTIONS, Config, ConfigError, field_types
+from cvae.files import atomic_write
 from study._compat import trial_states
 from study.analyze import StudyInfo, read_study
 from study.keys import CPU_S, GPU_SHARE, SEED
@@ -305,9 +305,7 @@ def build_tables(study_dir: str | Path) -> Tables:
 
 
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    atomic_write(path, df.write_parquet)  # a concurrent reader never sees half a file
 
 
 def analyze(study_dir: str | Path) -> Tables:

@@ -8,13 +8,13 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cvae.checkpoint import MANIFEST_FILE, STATE_FILE
+from cvae.files import atomic_write_text
 from study.tables import winner
 from study.place import TABLES_DIR
 from study.report.common import Ctx, esc, note, score_text, unit_of
@@ -73,9 +73,7 @@ def rollout(ckpt: Path) -> dict[str, Any]:
     cache.parent.mkdir(exist_ok=True)
     for old in cache.parent.glob("rollout-*.json"):  # only the current best run's is worth keeping
         old.unlink(missing_ok=True)
-    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(out))
-    os.replace(tmp, cache)
+    atomic_write_text(cache, json.dumps(out))
     return out
 
 

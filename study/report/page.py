@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import polars as pl
 from plotly.offline import get_plotlyjs
 
+from cvae.files import atomic_write_text
 from study.tables import Tables, analyze
 from study.place import REPORT
 from study.report.common import Ctx, context, esc, guard, html_table, note
@@ -113,8 +113,6 @@ def build_report(study_dir: str | Path, out: str | Path | None = None, tables: T
     tables = analyze(study_dir) if tables is None else tables
     text = render(study_dir, tables)
     path = Path(out) if out is not None else study_dir / REPORT
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a browser reloading mid-build never sees half a page
+    atomic_write_text(path, text)  # a browser reloading mid-build never sees half a page
     log.info("report %s: %.1f MB in %.1f s", path, path.stat().st_size / 1e6, time.perf_counter() - start)
     return path
