@@ -168,11 +168,12 @@ class ReportCallback(Callback):
 class StateCopies(Callback):
     """Keeps the last whole copy of Tune's driver state files in `<study>/.driver-state/` (study.driver_state:
     a driver killed while Tune copies one into the study folder leaves it cut short, and a resume puts
-    the copy back). Checked at most every `every_s` on Tune's steps; only changed files are read.
+    the copy back). Checked at most every `every_s` on Tune's steps (a tenth of Tune's 1-s sync: the
+    copy put back should be the last version Tune wrote whole, not an older one); only changed files are read.
     Picklable; after a restore it follows the study folder to where Tune's trials now are. Every
     failure is logged, never raised."""
 
-    def __init__(self, study_dir: str | Path, every_s: float = 0.5) -> None:
+    def __init__(self, study_dir: str | Path, every_s: float = 0.1) -> None:
         self.study_dir = str(Path(study_dir).resolve())
         self.every_s = every_s
         self._seen: dict[str, tuple[int, int]] = {}
@@ -182,7 +183,7 @@ class StateCopies(Callback):
         return {"study_dir": self.study_dir, "every_s": self.every_s}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["study_dir"], state.get("every_s", 0.5))
+        self.__init__(state["study_dir"], state.get("every_s", 0.1))
 
     def on_step_end(self, iteration: int = 0, trials: Any = None, **info: Any) -> None:
         now = time.monotonic()

@@ -23,6 +23,7 @@ from cvae.checkpoint import verify_checkpoint
 from cvae.config import load_config
 from study import run as study_run
 from study._compat import EXPERIMENT_STATE_GLOB
+from study.driver_state import COPIES_DIR
 from study.run import main, refusal, trials_that_fit
 from study.spec import load_spec, smoke_spec
 from study_helpers import (CONTRACT, RAY_BIN, ROOT, SMOKE, StudyRun, checkpoints, copy_of, dashboard_get, kill_session,
@@ -283,16 +284,25 @@ def _status(exp: Path, cwd: Path, cache: Path) -> str:
     return r.stdout
 
 
+def _saved_statuses(exp: Path) -> dict[str, str]:
+    """trial_statuses, or {} while Tune is rewriting its state file in place (cut short, not yet JSON)."""
+    try:
+        return trial_statuses(exp)
+    except ValueError:
+        return {}
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path, cache_dir: Path) -> None:
-    """SIGKILL of the driver once a checkpoint is on disk, then the same command: no trial lost or
+    """SIGKILL of the driver once a trial has ended and others run, then the same command: no trial lost or
     rerun, even with Tune's experiment state cut short by the kill (its whole copy is put back: the
     race test once met a real one, which Tune could not restore). Along the way, what a user watching sees: the Ray dashboard (token only), the quiet
     console, and `cvae-study status` of the study running, killed (interrupted) and finished (the
     --verbose rerun shows Tune's table). (One study for what were three tests: this one, the
     dashboard's and test_console's watched study.)"""
-    study = write_study(tmp_path / "resume.toml", study={"name": "resume", "num_samples": 3}, train={"epochs": 3})
+    study = write_study(tmp_path / "resume.toml", study={"name": "resume", "num_samples": 3, "max_concurrent": 1},
+                        train={"epochs": 3})
     spec = load_spec(study)
     exp = tmp_path / "results" / "resume"
     log = tmp_path / "first.log"
@@ -305,12 +315,18 @@ def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path,
         assert any(t.startswith("ray::ImplicitFunc") for t in titles) and "ray::IDLE" not in titles, titles
         running = _status(exp, tmp_path, cache_dir)
         assert f"{exp}: running" in running and "ETA" in running, running
+        # killed once a trial has ended, so the rerun has a finished trial to leave alone: as the whole copy
+        # of Tune's state says (the one put back below). One trial at a time, so the next one has at most
+        # 2 checkpoints by then and Tune (num_to_keep=2) has deleted none that the copy names: a copy
+        # older than a deletion names a checkpoint that is gone, and that trial cannot resume
+        wait_for(lambda: "TERMINATED" in _saved_statuses(exp / COPIES_DIR).values(), 240, "a trial to end", proc, log)
     finally:
         kill_session(proc)
     statuses = trial_statuses(exp)
     assert len(statuses) < spec.num_trials or set(statuses.values()) != {"TERMINATED"}, "killed too late"
     done_before = {t.name: (t / "result.json").read_bytes() for t in trial_dirs(exp)
                    if statuses.get(result_rows(t)[-1]["trial_id"] if result_rows(t) else "") == "TERMINATED"}
+    assert done_before, statuses
     first = log.read_text(errors="replace")
     assert "plan: 9 trial-epochs (3 trials x 3 epochs)" in first
     assert re.search(r"\[trial \w+\] epoch 0 val/psnr", first)
