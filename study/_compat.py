@@ -21,6 +21,9 @@ tests/test_compat.py runs a real Tune experiment and fails loudly when any of th
   CUDA_VISIBLE_DEVICES), so a study that asks for a GPU the machine does not have is refused before
   Ray starts (seconds and ~10 CPU-s sooner). None when that function has moved: then Ray starts
   and its count decides, as on a cluster. tests/test_compat.py checks it answers.
+- `repoint_lost_checkpoints(exp_dir)`: before a resume, an unfinished trial whose saved state names a
+  checkpoint Tune has since deleted is pointed at its newest one left (the trial's checkpoint manager in
+  the experiment state is a cloudpickled private object); without this it fails to restore and errors.
 - `LOCAL_RAY_SYSTEM_CONFIG`: ray.init's `_system_config` for the local Ray a study starts. Ray
   prestarts one idle Python worker per CPU for the first driver (`ray::IDLE`, ~0.7 CPU-s and ~370 MB
   each); a study's trials never use them (they run in actors started with the job's runtime_env), so
@@ -88,6 +91,49 @@ def searcher_study(exp_dir: str | Path) -> Any:
     return searcher._ot_study
 
 
+def repoint_lost_checkpoints(exp_dir: str | Path) -> list[str]:
+    """Before Tuner.restore of a local study: each unfinished trial whose latest checkpoint, as the newest
+    experiment state names it, is no longer on disk is pointed at its newest checkpoint that is (or, with
+    none left, at none: it starts over). Returns one line per trial changed.
+
+    A state saved before Tune deleted that checkpoint (CheckpointConfig.num_to_keep drops the worst
+    scored one each time a trial saves, and Tune copies its state into the folder only every second;
+    a put-back copy of the state is older still) would make the trial fail to restore ("does not exist
+    on storage anymore") on every retry and end as an error. The state keeps each trial's
+    checkpoints in its run metadata (ray.train._internal.checkpoint_manager._CheckpointManager,
+    cloudpickled), read and written here as Tune does (Trial.restore_run_metadata, get_json_state).
+    """
+    from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
+
+    exp_dir = Path(exp_dir)
+    states = sorted(exp_dir.glob(EXPERIMENT_STATE_GLOB))
+    if not states:
+        return []
+    raw = json.loads(states[-1].read_text())
+    lines = []
+    for entry in raw.get("trial_data", []):
+        trial = json.loads(entry[0])
+        if trial.get("status") in ("TERMINATED", "ERROR"):
+            continue  # not restored
+        folder = exp_dir / Path(trial["relative_logdir"]).name
+        meta = _loads_with_cloudpickle(entry[1])  # the study's own state, written by its own driver
+        manager = meta.get("checkpoint_manager")
+        latest = getattr(manager, "_latest_checkpoint_result", None)
+        if latest is None or (folder / Path(latest.checkpoint.path).name).is_dir():
+            continue
+        kept = [r for r in manager._checkpoint_results if (folder / Path(r.checkpoint.path).name).is_dir()]
+        newest = max(kept, key=lambda r: Path(r.checkpoint.path).name, default=None)
+        manager._checkpoint_results, manager._latest_checkpoint_result = kept, newest
+        entry[1] = json.dumps(meta, indent=2, cls=TuneFunctionEncoder)
+        lost = Path(latest.checkpoint.path).name
+        lines.append(f"trial {trial['trial_id']}: its saved state names {lost}, which Ray Tune deleted after "
+                     f"saving that state; it resumes from "
+                     + (f"{Path(newest.checkpoint.path).name} instead" if newest else "its start (no checkpoint of it is left)"))
+    if lines:
+        from cvae.files import atomic_write_text
+
+        atomic_write_text(states[-1], json.dumps(raw))
+    return lines
 
 
 def tpe_options(sampler: Any) -> dict[str, Any]:
@@ -120,5 +166,6 @@ def local_gpus() -> float | None:
 
 
 __all__ = ["EXPERIMENT_STATE_GLOB", "LOCAL_RAY_SYSTEM_CONFIG", "SEARCHER_STATE_GLOB", "SEARCH_GEN_STATE_GLOB", "TUNER_STATE",
-           "asha_max_t", "local_gpus", "restorable", "searcher_study", "tpe_options", "trial_states"]
+           "asha_max_t", "local_gpus", "repoint_lost_checkpoints", "restorable", "searcher_study", "tpe_options",
+           "trial_states"]
 

@@ -317,8 +317,9 @@ def test_killed_study_resumes_without_rerunning_or_losing_trials(tmp_path: Path,
         assert f"{exp}: running" in running and "ETA" in running, running
         # killed once a trial has ended, so the rerun has a finished trial to leave alone: as the whole copy
         # of Tune's state says (the one put back below). One trial at a time, so the next one has at most
-        # 2 checkpoints by then and Tune (num_to_keep=2) has deleted none that the copy names: a copy
-        # older than a deletion names a checkpoint that is gone, and that trial cannot resume
+        # 2 checkpoints by then and Tune (num_to_keep=2) has deleted none that the copy names (one that
+        # is gone would send that trial back to an older checkpoint, study._compat.repoint_lost_checkpoints,
+        # repeating epochs this test counts exactly; test_compat holds that case)
         wait_for(lambda: "TERMINATED" in _saved_statuses(exp / COPIES_DIR).values(), 240, "a trial to end", proc, log)
     finally:
         kill_session(proc)
