@@ -126,9 +126,9 @@ def repoint_lost_checkpoints(exp_dir: str | Path) -> list[str]:
         manager._checkpoint_results, manager._latest_checkpoint_result = kept, newest
         entry[1] = json.dumps(meta, indent=2, cls=TuneFunctionEncoder)
         lost = Path(latest.checkpoint.path).name
+        then = f"{Path(newest.checkpoint.path).name} instead" if newest else "its start (no checkpoint of it is left)"
         lines.append(f"trial {trial['trial_id']}: its saved state names {lost}, which Ray Tune deleted after "
-                     f"saving that state; it resumes from "
-                     + (f"{Path(newest.checkpoint.path).name} instead" if newest else "its start (no checkpoint of it is left)"))
+                     f"saving that state; it resumes from {then}")
     if lines:
         from cvae.files import atomic_write_text
 
