@@ -38,6 +38,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cvae.files import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # written by Tune's driver (TuneController)
@@ -92,7 +94,7 @@ def searcher_study(exp_dir: str | Path) -> Any:
 
 
 def repoint_lost_checkpoints(exp_dir: str | Path) -> list[str]:
-    """Before Tuner.restore of a local study: each unfinished trial whose latest checkpoint, as the newest
+    """Before Tuner.restore of a local study (study.driver_state.repair): each unfinished trial whose latest checkpoint, as the newest
     experiment state names it, is no longer on disk is pointed at its newest checkpoint that is (or, with
     none left, at none: it starts over). Returns one line per trial changed.
 
@@ -103,8 +105,6 @@ def repoint_lost_checkpoints(exp_dir: str | Path) -> list[str]:
     checkpoints in its run metadata (ray.train._internal.checkpoint_manager._CheckpointManager,
     cloudpickled), read and written here as Tune does (Trial.restore_run_metadata, get_json_state).
     """
-    from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
-
     exp_dir = Path(exp_dir)
     states = sorted(exp_dir.glob(EXPERIMENT_STATE_GLOB))
     if not states:
@@ -116,6 +116,9 @@ def repoint_lost_checkpoints(exp_dir: str | Path) -> list[str]:
         if trial.get("status") in ("TERMINATED", "ERROR"):
             continue  # not restored
         folder = exp_dir / Path(trial["relative_logdir"]).name
+        # Ray only for a trial Tune will restore (a finished study's state needs no decoding)
+        from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
+
         meta = _loads_with_cloudpickle(entry[1])  # the study's own state, written by its own driver
         manager = meta.get("checkpoint_manager")
         latest = getattr(manager, "_latest_checkpoint_result", None)
@@ -130,8 +133,6 @@ def repoint_lost_checkpoints(exp_dir: str | Path) -> list[str]:
         lines.append(f"trial {trial['trial_id']}: its saved state names {lost}, which Ray Tune deleted after "
                      f"saving that state; it resumes from {then}")
     if lines:
-        from cvae.files import atomic_write_text
-
         atomic_write_text(states[-1], json.dumps(raw))
     return lines
 

@@ -9,19 +9,25 @@ beside the old trials.
 So while a study runs, `study.callbacks.StateCopies` keeps the last whole version of each in
 `<study>/.driver-state/` (`keep_copies`: copied when it changes and reads back whole, written
 atomically), and before a resume `study.run` calls `repair`, which puts back the copy of any file
-Tune would read that no longer reads back whole. Local folders only: an object on a URI appears
-whole or not at all.
+Tune would read that no longer reads back whole, then has each unfinished trial that the state
+points at a checkpoint Tune has since deleted resume from its newest one left
+(`study._compat.repoint_lost_checkpoints`). Local folders only: an object on a URI appears whole
+or not at all.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
+import logging
 import pickle
 import time
 from pathlib import Path
 
 from cvae.files import atomic_write
-from study._compat import EXPERIMENT_STATE_GLOB, SEARCH_GEN_STATE_GLOB, SEARCHER_STATE_GLOB
+from study._compat import EXPERIMENT_STATE_GLOB, SEARCH_GEN_STATE_GLOB, SEARCHER_STATE_GLOB, repoint_lost_checkpoints
 from study.place import PlaceError
+
+log = logging.getLogger(__name__)
 
 STATE_GLOBS = (EXPERIMENT_STATE_GLOB, SEARCH_GEN_STATE_GLOB, SEARCHER_STATE_GLOB)
 COPIES_DIR = ".driver-state"  # in the study folder: the last whole copy of each
@@ -51,26 +57,28 @@ def keep_copies(exp_dir: str | Path, seen: dict[str, tuple[int, int]]) -> list[s
     next call. Returns the names copied."""
     exp_dir = Path(exp_dir)
     copied = []
-    for pattern in STATE_GLOBS:
-        for path in exp_dir.glob(pattern):
-            try:
-                st = path.stat()
-                if seen.get(path.name) == (st.st_mtime_ns, st.st_size):
-                    continue
-                data = path.read_bytes()
-            except OSError:
+    for path in exp_dir.iterdir():  # one listing for the three kinds: called ten times a second
+        if not any(fnmatch.fnmatch(path.name, pattern) for pattern in STATE_GLOBS):
+            continue
+        try:
+            st = path.stat()
+            if seen.get(path.name) == (st.st_mtime_ns, st.st_size):
                 continue
-            if reads_whole(data):
-                _write(exp_dir / COPIES_DIR / path.name, data)
-                seen[path.name] = (st.st_mtime_ns, st.st_size)
-                copied.append(path.name)
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if reads_whole(data):
+            _write(exp_dir / COPIES_DIR / path.name, data)
+            seen[path.name] = (st.st_mtime_ns, st.st_size)
+            copied.append(path.name)
     return copied
 
 
 def repair(exp_dir: str | Path) -> list[str]:
     """Before Tuner.restore of the study in `exp_dir`: put back the whole copy of each state file Tune
-    would read (the newest of each kind) that does not read back whole. Returns one line per file put
-    back; raises PlaceError when such a file has no whole copy (the study cannot be resumed)."""
+    would read (the newest of each kind) that does not read back whole, then repoint the trials whose
+    checkpoint Tune deleted after saving that state. Returns one line per file put back and per trial
+    repointed; raises PlaceError when a cut-short file has no whole copy (the study cannot be resumed)."""
     exp_dir = Path(exp_dir)
     done = []
     for pattern in STATE_GLOBS:
@@ -90,4 +98,8 @@ def repair(exp_dir: str | Path) -> list[str]:
         saved = time.strftime("%H:%M:%S", time.localtime(copy.stat().st_mtime))
         done.append(f"{newest.name} was cut short ({len(data)} bytes) when its driver was killed: "
                     f"put back its last whole copy (saved {saved})")
+    try:
+        done += repoint_lost_checkpoints(exp_dir)
+    except Exception as e:  # noqa: BLE001 - Ray's private layout moved: Tune restores as it would have
+        log.warning("could not check the saved state's checkpoints against %s (%s: %s)", exp_dir, type(e).__name__, e)
     return done

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 from cvae.config import ConfigError
 from cvae.data import Dataset, DatasetError, clear_cache, load_dataset
 from cvae.device import available_cpus
-from study._compat import LOCAL_RAY_SYSTEM_CONFIG, local_gpus, repoint_lost_checkpoints, trial_states
+from study._compat import LOCAL_RAY_SYSTEM_CONFIG, local_gpus, trial_states
 from study.analyze import StudyInfo
 from study.best import conclude
 from study.driver import DriverLock
@@ -312,10 +312,8 @@ def _plan(spec: StudySpec, place: Place, args: argparse.Namespace) -> bool:
         if args.max_concurrent is not None:
             print("note: --max-concurrent applies to new studies; a resumed one keeps its limit")
         print(f"resuming the unfinished study in {where}")
-        if place.remote is None:  # Tune's state files cut short by a kill mid-write: their whole copies
+        if place.remote is None:  # Tune's state as a kill left it: made resumable (study.driver_state.repair)
             for line in repair_driver_state(place.exp_dir):
-                print(line)
-            for line in _repoint_lost_checkpoints(place.exp_dir):
                 print(line)
         return True
     if args.resume:
@@ -324,16 +322,6 @@ def _plan(spec: StudySpec, place: Place, args: argparse.Namespace) -> bool:
         with contextlib.suppress(FileNotFoundError):
             (place.exp_dir / OPTUNA_DB).unlink()
     return False
-
-
-def _repoint_lost_checkpoints(exp_dir: Path) -> list[str]:
-    """study._compat.repoint_lost_checkpoints; if Ray's private layout has moved, a warning, and Tune
-    restores as it would have (a trial whose checkpoint is gone then errors)."""
-    try:
-        return repoint_lost_checkpoints(exp_dir)
-    except Exception as e:  # noqa: BLE001 - a resume must not fail on this check
-        log.warning("could not check the saved state's checkpoints against %s (%s: %s)", exp_dir, type(e).__name__, e)
-        return []
 
 
 def _race_over(exp_dir: Path, spec: StudySpec) -> bool:
